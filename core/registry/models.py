@@ -1,0 +1,156 @@
+"""The registry's tables (SQLModel) and the run-status state machine.
+
+One table per concept: ``Run`` (also the queue), ``Metric`` (every emitted number, per-layer
+rows carry the layer index as a column), ``LatestMetric`` (a denormalised summary per run and
+key, so lists and comparisons never scan histories), ``ResultTable`` (analysis tables),
+``LogLine``, ``RunTag``, ``SchedulerHeartbeat`` and ``Meta`` (the schema version).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 2
+"""Bump with every schema change and add a migration in :mod:`core.registry.migrations`."""
+
+
+class RunStatus(str, Enum):
+    """queued → starting → running → completed | failed | cancelled | lost."""
+
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self in (RunStatus.STARTING, RunStatus.RUNNING)
+
+
+TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST})
+
+
+class Run(SQLModel, table=True):
+    """A run: its config, where it is in its life, and a few denormalised progress fields."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    experiment: str = Field(index=True)
+    variant: str = "corrected"
+    config_json: str = "{}"
+    status: str = Field(default=RunStatus.QUEUED.value, index=True)
+    priority: int = 0
+    created_at: float = 0.0
+    updated_at: float = Field(default=0.0, index=True)
+    started_at: float | None = None
+    finished_at: float | None = None
+    # Where and how it runs.
+    host: str | None = None
+    pid: int | None = None
+    gpu: str | None = None
+    exit_code: int | None = None
+    cancel_requested: bool = False
+    error: str | None = None
+    stderr_tail: str | None = None
+    info_json: str = "{}"
+    retry_of: int | None = None
+    # Progress, updated by the worker with each event (for lists and progress bars).
+    stage: int = 0
+    stage_name: str | None = None
+    epoch: int = 0
+    total_epochs: int | None = None
+    headline_key: str | None = None
+    headline_value: float | None = None
+
+
+class Metric(SQLModel, table=True):
+    """One emitted number. ``kind`` is epoch, layer or summary; ``layer`` is set for per-layer rows."""
+
+    __table_args__ = (Index("ix_metric_run_id_id", "run_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id")
+    kind: str = "epoch"
+    stage: int = 0
+    epoch: int | None = None
+    layer: int | None = None
+    key: str
+    value: float | None = None
+    is_nan: bool = False
+    """SQLite stores NaN as NULL: the flag keeps diverged runs visible."""
+    ts: float = 0.0
+
+
+class LatestMetric(SQLModel, table=True):
+    """Last, min and max of each run-level key per stage, maintained in the same transaction."""
+
+    run_id: int = Field(foreign_key="run.id", primary_key=True)
+    stage: int = Field(default=0, primary_key=True)
+    key: str = Field(primary_key=True)
+    last: float | None = None
+    last_epoch: int | None = None
+    min: float | None = None
+    min_epoch: int | None = None
+    max: float | None = None
+    max_epoch: int | None = None
+    count: int = 0
+    ts: float = 0.0
+
+
+class ResultTable(SQLModel, table=True):
+    """A structured analysis table emitted by a run (threshold sweep, early-exit table, ...)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    stage: int = 0
+    name: str
+    rows_json: str = "[]"
+    ts: float = 0.0
+
+
+class LogLine(SQLModel, table=True):
+    """A free-form line from the worker or the scheduler about a run."""
+
+    __table_args__ = (Index("ix_logline_run_id_id", "run_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id")
+    ts: float = 0.0
+    source: str = "worker"
+    message: str = ""
+
+
+class RunTag(SQLModel, table=True):
+    """Tags group runs (a sweep, a report reproduction)."""
+
+    run_id: int = Field(foreign_key="run.id", primary_key=True)
+    tag: str = Field(primary_key=True, index=True)
+
+
+class SchedulerHeartbeat(SQLModel, table=True):
+    """One row per live scheduler; a stale ``beat_at`` means it is gone."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    host: str
+    pid: int
+    started_at: float
+    beat_at: float
+    slots: str = ""
+
+
+class Meta(SQLModel, table=True):
+    """Registry metadata: ``schema_version`` and the application that created it."""
+
+    __tablename__ = "hrm_meta"
+
+    key: str = Field(primary_key=True)
+    value: str

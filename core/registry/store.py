@@ -1,0 +1,423 @@
+"""All SQL of the registry, as small functions over a :class:`Database`.
+
+Writes are short ``BEGIN IMMEDIATE`` transactions; metric appends are one transaction per
+emitted event (durable on return), and keep ``LatestMetric`` current in that same transaction.
+Functions return detached ``Run`` objects and plain dicts, never live ORM sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, case, delete, func, or_, select, update
+
+from core.registry.db import Database
+from core.registry.models import (
+    LatestMetric,
+    LogLine,
+    Metric,
+    ResultTable,
+    Run,
+    RunStatus,
+    RunTag,
+    SchedulerHeartbeat,
+)
+
+RUN = Run.__table__
+METRIC = Metric.__table__
+LATEST = LatestMetric.__table__
+TABLE = ResultTable.__table__
+LOG = LogLine.__table__
+TAG = RunTag.__table__
+BEAT = SchedulerHeartbeat.__table__
+
+ACTIVE = (RunStatus.STARTING.value, RunStatus.RUNNING.value)
+
+
+def _run(row) -> Run:
+    return Run.model_validate(dict(row._mapping))
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+def create_run(
+    db: Database,
+    experiment: str,
+    config: Mapping[str, Any],
+    *,
+    tags: Sequence[str] = (),
+    priority: int = 0,
+    retry_of: int | None = None,
+    headline_key: str | None = None,
+) -> Run:
+    """Queue a run (validated config in, ``queued`` row out)."""
+    now = time.time()
+    values = {
+        "experiment": experiment,
+        "variant": str(config.get("variant", "corrected")),
+        "config_json": json.dumps(dict(config), sort_keys=True),
+        "status": RunStatus.QUEUED.value,
+        "priority": priority,
+        "created_at": now,
+        "updated_at": now,
+        "retry_of": retry_of,
+        "headline_key": headline_key,
+        "info_json": "{}",
+    }
+    with db.write() as conn:
+        run_id = conn.execute(RUN.insert().values(**values)).inserted_primary_key[0]
+        if tags:
+            conn.execute(TAG.insert(), [{"run_id": run_id, "tag": t} for t in dict.fromkeys(tags)])
+        row = conn.execute(select(RUN).where(RUN.c.id == run_id)).one()
+    return _run(row)
+
+
+def get_run(db: Database, run_id: int) -> Run | None:
+    with db.read() as conn:
+        row = conn.execute(select(RUN).where(RUN.c.id == run_id)).first()
+    return _run(row) if row else None
+
+
+def list_runs(
+    db: Database,
+    *,
+    statuses: Sequence[str] = (),
+    experiment: str | None = None,
+    tag: str | None = None,
+    last: int | None = None,
+    ids: Sequence[int] | None = None,
+    updated_since: float | None = None,
+) -> list[Run]:
+    """Runs, newest first, filtered; ``last`` keeps the newest N."""
+    query = select(RUN)
+    if statuses:
+        query = query.where(RUN.c.status.in_(list(statuses)))
+    if experiment:
+        query = query.where(RUN.c.experiment == experiment)
+    if tag:
+        query = query.where(RUN.c.id.in_(select(TAG.c.run_id).where(TAG.c.tag == tag)))
+    if ids is not None:
+        query = query.where(RUN.c.id.in_(list(ids)))
+    if updated_since is not None:
+        query = query.where(RUN.c.updated_at > updated_since)
+    query = query.order_by(RUN.c.id.desc())
+    if last:
+        query = query.limit(last)
+    with db.read() as conn:
+        return [_run(r) for r in conn.execute(query)]
+
+
+def tags_of(db: Database, run_ids: Sequence[int]) -> dict[int, list[str]]:
+    if not run_ids:
+        return {}
+    with db.read() as conn:
+        rows = conn.execute(select(TAG).where(TAG.c.run_id.in_(list(run_ids))).order_by(TAG.c.tag))
+        out: dict[int, list[str]] = {}
+        for r in rows:
+            out.setdefault(r.run_id, []).append(r.tag)
+    return out
+
+
+def count_by_status(db: Database) -> dict[str, int]:
+    with db.read() as conn:
+        rows = conn.execute(select(RUN.c.status, func.count()).group_by(RUN.c.status))
+        return {status: n for status, n in rows}
+
+
+def claim_next(db: Database, *, host: str, gpu: str) -> Run | None:
+    """Atomically move the best queued run to ``starting`` on ``gpu`` (litequeue's UPDATE…RETURNING)."""
+    next_id = (
+        select(RUN.c.id)
+        .where(RUN.c.status == RunStatus.QUEUED.value)
+        .order_by(RUN.c.priority.desc(), RUN.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    stmt = (
+        update(RUN)
+        .where(RUN.c.id == next_id, RUN.c.status == RunStatus.QUEUED.value)
+        .values(status=RunStatus.STARTING.value, host=host, gpu=gpu, updated_at=time.time())
+        .returning(*RUN.c)
+    )
+    with db.write() as conn:
+        row = conn.execute(stmt).first()
+    return _run(row) if row else None
+
+
+def set_pid(db: Database, run_id: int, pid: int) -> None:
+    with db.write() as conn:
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values(pid=pid, updated_at=time.time()))
+
+
+def mark_running(db: Database, run_id: int, *, pid: int, host: str, info: Mapping[str, Any]) -> bool:
+    """The worker took over. False when the run was cancelled (or finished) before it started."""
+    now = time.time()
+    with db.write() as conn:
+        result = conn.execute(
+            update(RUN)
+            .where(RUN.c.id == run_id, RUN.c.status.in_((RunStatus.QUEUED.value, *ACTIVE)))
+            .where(RUN.c.cancel_requested.is_(False))
+            .values(status=RunStatus.RUNNING.value, pid=pid, host=host, started_at=now, updated_at=now,
+                    info_json=json.dumps(dict(info), default=str))
+        )
+        return result.rowcount == 1
+
+
+def finish_run(
+    db: Database,
+    run_id: int,
+    status: RunStatus,
+    *,
+    exit_code: int | None = None,
+    error: str | None = None,
+    stderr_tail: str | None = None,
+    only_if_not_terminal: bool = True,
+) -> bool:
+    """Set a terminal status. By default never overwrites a status the worker already wrote."""
+    now = time.time()
+    values: dict[str, Any] = {"status": status.value, "finished_at": now, "updated_at": now}
+    if exit_code is not None:
+        values["exit_code"] = exit_code
+    if error is not None:
+        values["error"] = error
+    if stderr_tail is not None:
+        values["stderr_tail"] = stderr_tail
+    stmt = update(RUN).where(RUN.c.id == run_id)
+    if only_if_not_terminal:
+        stmt = stmt.where(RUN.c.status.in_((RunStatus.QUEUED.value, *ACTIVE)))
+    with db.write() as conn:
+        return conn.execute(stmt.values(**values)).rowcount == 1
+
+
+def attach_outcome(db: Database, run_id: int, *, exit_code: int | None, stderr_tail: str | None) -> None:
+    """Record the exit code and stderr tail of a run that already has its terminal status."""
+    with db.write() as conn:
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values(exit_code=exit_code, stderr_tail=stderr_tail))
+
+
+def request_cancel(db: Database, run_id: int) -> Run | None:
+    """Queued runs are cancelled at once; active ones get a flag the scheduler acts on."""
+    now = time.time()
+    with db.write() as conn:
+        conn.execute(
+            update(RUN).where(RUN.c.id == run_id, RUN.c.status == RunStatus.QUEUED.value)
+            .values(status=RunStatus.CANCELLED.value, cancel_requested=True, finished_at=now, updated_at=now,
+                    error="cancelled before it started")
+        )
+        conn.execute(
+            update(RUN).where(RUN.c.id == run_id, RUN.c.status.in_(ACTIVE))
+            .values(cancel_requested=True, updated_at=now)
+        )
+        row = conn.execute(select(RUN).where(RUN.c.id == run_id)).first()
+    return _run(row) if row else None
+
+
+def delete_run(db: Database, run_id: int) -> bool:
+    with db.write() as conn:
+        for table in (METRIC, LATEST, TABLE, LOG, TAG):
+            conn.execute(delete(table).where(table.c.run_id == run_id))
+        return conn.execute(delete(RUN).where(RUN.c.id == run_id)).rowcount == 1
+
+
+# --- events from a worker ---------------------------------------------------------------------
+
+def _clean(value: float) -> tuple[float | None, bool]:
+    value = float(value)
+    if math.isnan(value):
+        return None, True
+    if math.isinf(value):
+        return (1e308 if value > 0 else -1e308), False
+    return value, False
+
+
+def _upsert_latest(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(LATEST)
+    new, old = stmt.excluded, LATEST.c
+    lower = or_(old.min.is_(None), new.min < old.min)
+    higher = or_(old.max.is_(None), new.max > old.max)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[old.run_id, old.stage, old.key],
+        set_={
+            "last": new.last, "last_epoch": new.last_epoch, "ts": new.ts, "count": old.count + 1,
+            "min": case((lower, new.min), else_=old.min), "min_epoch": case((lower, new.min_epoch), else_=old.min_epoch),
+            "max": case((higher, new.max), else_=old.max), "max_epoch": case((higher, new.max_epoch), else_=old.max_epoch),
+        },
+    )
+    conn.execute(stmt, rows)
+
+
+def append_metrics(
+    db: Database,
+    run_id: int,
+    kind: str,
+    values: Mapping[str, float] | Mapping[int, Mapping[str, float]],
+    *,
+    stage: int = 0,
+    epoch: int | None = None,
+    total: int | None = None,
+) -> None:
+    """Store one event's numbers in one transaction.
+
+    ``kind`` epoch/summary: ``values`` is {key: value} and also updates ``LatestMetric``;
+    kind layer: ``values`` is {layer: {key: value}} (history only).
+    """
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    latest: list[dict[str, Any]] = []
+    if kind == "layer":
+        for layer, metrics in values.items():
+            for key, raw in metrics.items():
+                value, is_nan = _clean(raw)
+                rows.append({"run_id": run_id, "kind": kind, "stage": stage, "epoch": epoch, "layer": int(layer),
+                             "key": key, "value": value, "is_nan": is_nan, "ts": now})
+    else:
+        for key, raw in values.items():
+            value, is_nan = _clean(raw)
+            rows.append({"run_id": run_id, "kind": kind, "stage": stage, "epoch": epoch, "layer": None,
+                         "key": key, "value": value, "is_nan": is_nan, "ts": now})
+            latest.append({"run_id": run_id, "stage": stage, "key": key, "last": value, "last_epoch": epoch,
+                           "min": value, "min_epoch": epoch, "max": value, "max_epoch": epoch, "count": 1, "ts": now})
+    progress: dict[str, Any] = {"updated_at": now}
+    if kind == "epoch" and epoch is not None:
+        progress.update(epoch=epoch, stage=stage)
+        if total is not None:
+            progress["total_epochs"] = total
+    with db.write() as conn:
+        if rows:
+            conn.execute(METRIC.insert(), rows)
+        if latest:
+            _upsert_latest(conn, latest)
+        if kind == "summary":
+            headline = conn.execute(select(RUN.c.headline_key).where(RUN.c.id == run_id)).scalar()
+            if headline in values and stage == 0:
+                progress["headline_value"] = _clean(values[headline])[0]
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values(**progress))
+
+
+def set_stage(db: Database, run_id: int, stage: int, name: str, epochs: int | None) -> None:
+    with db.write() as conn:
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values(
+            stage=stage, stage_name=name, epoch=0, total_epochs=epochs, updated_at=time.time()))
+        conn.execute(LOG.insert().values(run_id=run_id, ts=time.time(), source="worker",
+                                         message=f"stage {stage}: {name}"))
+
+
+def merge_info(db: Database, run_id: int, fields: Mapping[str, Any]) -> None:
+    with db.write() as conn:
+        current = conn.execute(select(RUN.c.info_json).where(RUN.c.id == run_id)).scalar() or "{}"
+        info = json.loads(current)
+        info.update(fields)
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values(
+            info_json=json.dumps(info, default=str), updated_at=time.time()))
+
+
+def add_table(db: Database, run_id: int, name: str, rows: Sequence[Mapping[str, Any]], *, stage: int = 0) -> None:
+    with db.write() as conn:
+        conn.execute(TABLE.insert().values(run_id=run_id, stage=stage, name=name, ts=time.time(),
+                                           rows_json=json.dumps([dict(r) for r in rows], default=_json_default)))
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values(updated_at=time.time()))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def add_log(db: Database, run_id: int, message: str, *, source: str = "worker") -> None:
+    with db.write() as conn:
+        conn.execute(LOG.insert().values(run_id=run_id, ts=time.time(), source=source, message=message))
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+def metrics(
+    db: Database, run_id: int, *, kind: str | None = None, after_id: int = 0, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Metric rows of a run in emission order, from ``after_id`` on (for live tails)."""
+    query = select(METRIC).where(METRIC.c.run_id == run_id, METRIC.c.id > after_id)
+    if kind:
+        query = query.where(METRIC.c.kind == kind)
+    query = query.order_by(METRIC.c.id)
+    if limit:
+        query = query.limit(limit)
+    with db.read() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+    for row in rows:
+        if row["is_nan"]:
+            row["value"] = math.nan
+    return rows
+
+
+def latest_metrics(db: Database, run_ids: Iterable[int]) -> dict[int, list[dict[str, Any]]]:
+    """{run_id: [LatestMetric rows]} for many runs in one indexed query."""
+    ids = list(run_ids)
+    out: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    with db.read() as conn:
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            for row in conn.execute(select(LATEST).where(LATEST.c.run_id.in_(chunk))):
+                out[row.run_id].append(dict(row._mapping))
+    return out
+
+
+def result_tables(db: Database, run_id: int) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        rows = conn.execute(select(TABLE).where(TABLE.c.run_id == run_id).order_by(TABLE.c.id))
+        return [{"name": r.name, "stage": r.stage, "rows": json.loads(r.rows_json)} for r in rows]
+
+
+def logs(db: Database, run_id: int, *, after_id: int = 0) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        rows = conn.execute(select(LOG).where(LOG.c.run_id == run_id, LOG.c.id > after_id).order_by(LOG.c.id))
+        return [dict(r._mapping) for r in rows]
+
+
+def active_runs(db: Database) -> list[Run]:
+    return list_runs(db, statuses=ACTIVE)
+
+
+def cancel_requested_active(db: Database) -> list[Run]:
+    with db.read() as conn:
+        rows = conn.execute(select(RUN).where(RUN.c.status.in_(ACTIVE), RUN.c.cancel_requested.is_(True)))
+        return [_run(r) for r in rows]
+
+
+# --- scheduler heartbeats ---------------------------------------------------------------------
+
+def register_scheduler(db: Database, *, host: str, pid: int, slots: str, stale_after: float) -> int | None:
+    """Register a scheduler unless a live one exists (atomic). Returns its id, or None."""
+    now = time.time()
+    with db.write() as conn:
+        live = conn.execute(select(BEAT).where(BEAT.c.beat_at > now - stale_after)).first()
+        if live is not None:
+            return None
+        conn.execute(delete(BEAT).where(BEAT.c.beat_at <= now - stale_after))
+        return conn.execute(BEAT.insert().values(host=host, pid=pid, started_at=now, beat_at=now, slots=slots)
+                            ).inserted_primary_key[0]
+
+
+def beat(db: Database, scheduler_id: int) -> None:
+    with db.write() as conn:
+        conn.execute(update(BEAT).where(BEAT.c.id == scheduler_id).values(beat_at=time.time()))
+
+
+def unregister_scheduler(db: Database, scheduler_id: int) -> None:
+    with db.write() as conn:
+        conn.execute(delete(BEAT).where(BEAT.c.id == scheduler_id))
+
+
+def live_schedulers(db: Database, *, stale_after: float) -> list[dict[str, Any]]:
+    with db.read() as conn:
+        rows = conn.execute(select(BEAT).where(BEAT.c.beat_at > time.time() - stale_after))
+        return [dict(r._mapping) for r in rows]
