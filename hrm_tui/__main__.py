@@ -1,0 +1,3 @@
+from hrm_tui.cli import main
+
+main()

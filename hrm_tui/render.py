@@ -1,0 +1,245 @@
+"""Rich renderings for the CLI: run lists, run details, the catalog, live follow. No DB access."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLES = {
+    "queued": "cyan", "starting": "yellow", "running": "bold yellow", "completed": "green",
+    "failed": "bold red", "cancelled": "magenta", "lost": "red",
+}
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Numbers as a researcher reads them: 4 significant decimals, big values with separators."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if value.is_integer() and abs(value) >= 1000:
+            return f"{int(value):,}"
+        if abs(value) >= 1000:
+            return f"{value:,.2f}"
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def progress_text(progress: Mapping[str, Any]) -> str:
+    parts = []
+    if progress.get("stage"):
+        parts.append(f"s{progress['stage']}")
+    total = progress.get("total_epochs")
+    if progress.get("epoch"):
+        parts.append(f"ep {progress['epoch']}/{total}" if total else f"ep {progress['epoch']}")
+    return " ".join(parts) or "—"
+
+
+def differing_config_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Config keys whose values differ between the listed runs (of the same experiment)."""
+    keys: dict[str, set[str]] = {}
+    for rec in records:
+        for key, value in rec["config"].items():
+            keys.setdefault(key, set()).add(repr(value))
+    return [k for k, values in keys.items() if len(values) > 1 or any(k not in r["config"] for r in records)]
+
+
+def headline_value(record: Mapping[str, Any]) -> float | None:
+    """The run's headline: its summary value, or (while it trains) the best ``val_ppl`` so far."""
+    value = record["headline"]["value"]
+    if value is None and record["headline"]["key"] == "best_val_ppl":
+        latest = record["latest"].get("val_ppl")
+        value = latest["min"] if latest else None
+    return value
+
+
+def runs_table(records: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table(title=None, expand=False, header_style="bold")
+    for col, justify in (("id", "right"), ("experiment", "left"), ("variant", "left"), ("differs", "left"),
+                         ("status", "left"), ("progress", "left"), ("headline", "right"), ("elapsed", "right"),
+                         ("gpu", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "differs")
+    diff = differing_config_keys(records) if len({r["experiment"] for r in records}) == 1 else []
+    diff = [k for k in diff if k not in ("variant",)]
+    for rec in records:
+        differs = " ".join(f"{k}={rec['config'].get(k)}" for k in diff[:3]) or ""
+        head = headline_value(rec)
+        table.add_row(
+            str(rec["id"]), rec["experiment"], rec["variant"], differs, status_text(rec["status"]),
+            progress_text(rec["progress"]),
+            f"{rec['headline']['key'] or ''} {fmt(head)}".strip() if head is not None else "—",
+            duration(rec["elapsed_s"]), rec["gpu"] or "—",
+        )
+    return table
+
+
+def epoch_table(rows: Iterable[Mapping[str, Any]], title: str = "per-epoch metrics") -> Table | None:
+    """Pivot epoch rows into (stage, epoch) × key."""
+    grid: dict[tuple[int, int], dict[str, float]] = {}
+    keys: list[str] = []
+    for row in rows:
+        if row["kind"] != "epoch":
+            continue
+        grid.setdefault((row["stage"], row["epoch"]), {})[row["key"]] = row["value"]
+        if row["key"] not in keys:
+            keys.append(row["key"])
+    if not grid:
+        return None
+    staged = any(stage for stage, _ in grid)
+    table = Table(title=title, title_justify="left", header_style="bold")
+    if staged:
+        table.add_column("stage", justify="right")
+    table.add_column("epoch", justify="right")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for (stage, epoch), values in sorted(grid.items()):
+        cells = [str(stage)] if staged else []
+        table.add_row(*cells, str(epoch), *(fmt(values.get(k)) for k in keys))
+    return table
+
+
+def layer_tables(rows: Iterable[Mapping[str, Any]], *, max_epochs: int = 12) -> list[Table]:
+    """Per-layer rows as layer × epoch tables, one per (stage, key)."""
+    groups: dict[tuple[int, str], dict[int, dict[Any, float]]] = {}
+    for row in rows:
+        if row["kind"] != "layer":
+            continue
+        cell = groups.setdefault((row["stage"], row["key"]), {}).setdefault(row["layer"], {})
+        cell[row["epoch"]] = row["value"]
+    tables = []
+    for (stage, key), by_layer in groups.items():
+        epochs = sorted({e for cells in by_layer.values() for e in cells}, key=lambda e: (e is None, e or 0))
+        if len(epochs) > max_epochs:  # keep the first, the last, and evenly spaced ones between
+            step = len(epochs) / (max_epochs - 1)
+            epochs = sorted({epochs[int(i * step)] for i in range(max_epochs - 1)} | {epochs[-1]},
+                            key=lambda e: (e is None, e or 0))
+        title = f"per-layer {key}" + (f" (stage {stage})" if stage else "")
+        table = Table(title=title, title_justify="left", header_style="bold")
+        table.add_column("layer", justify="right")
+        for epoch in epochs:
+            table.add_column("final" if epoch is None else f"ep {epoch}", justify="right")
+        for layer in sorted(by_layer):
+            table.add_row(str(layer), *(fmt(by_layer[layer].get(e)) for e in epochs))
+        tables.append(table)
+    return tables
+
+
+def result_table(name: str, rows: Sequence[Mapping[str, Any]], stage: int = 0) -> Table:
+    table = Table(title=name + (f" (stage {stage})" if stage else ""), title_justify="left", header_style="bold")
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*(fmt(row.get(c)) for c in columns))
+    return table
+
+
+def run_header(record: Mapping[str, Any]) -> Panel:
+    info = record["info"]
+    lines = Text()
+    lines.append(f"run {record['id']}  ", style="bold")
+    lines.append(f"{record['experiment']} ({record['variant']})  ")
+    lines.append_text(status_text(record["status"]))
+    lines.append(f"\ncreated {record['created_at']}  started {record['started_at'] or '—'}  "
+                 f"finished {record['finished_at'] or '—'}  elapsed {duration(record['elapsed_s'])}")
+    lines.append(f"\nhost {record['host'] or '—'}  gpu {record['gpu'] or '—'}  pid {record['pid'] or '—'}  "
+                 f"progress {progress_text(record['progress'])}")
+    if record["tags"]:
+        lines.append(f"\ntags {', '.join(record['tags'])}")
+    if record["error"]:
+        lines.append(f"\nerror: {record['error']}", style="red")
+    config = " ".join(f"{k}={v}" for k, v in record["config"].items())
+    lines.append(f"\nconfig {config}")
+    shown = {k: v for k, v in info.items() if v not in (None, "", [], {})}
+    if shown:
+        lines.append("\ninfo " + "  ".join(f"{k}={fmt(v) if isinstance(v, (int, float)) else v}" for k, v in shown.items()))
+    return Panel(lines, expand=False)
+
+
+def summary_table(latest: Mapping[str, Mapping[str, Any]]) -> Table | None:
+    if not latest:
+        return None
+    table = Table(title="latest metrics", title_justify="left", header_style="bold")
+    for col in ("key", "last", "min", "(epoch)", "max", "(epoch)"):
+        table.add_column(col, justify="right" if col != "key" else "left")
+    for key, m in latest.items():
+        table.add_row(key, fmt(m["last"]), fmt(m["min"]), fmt(m["min_epoch"]), fmt(m["max"]), fmt(m["max_epoch"]))
+    return table
+
+
+def experiments_table(entries: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table(header_style="bold", show_lines=True)
+    table.add_column("experiment", no_wrap=True)
+    table.add_column("report", justify="center")
+    table.add_column("description / parameters")
+    for entry in entries:
+        params = Text(entry["description"] + "\n", style="bold")
+        for p in entry["parameters"]:
+            params.append(f"  --{p['name'].replace('_', '-')}", style="cyan")
+            params.append(f" = {p['default']}")
+            extra = p.get("choices") and "{" + "|".join(p["choices"]) + "}" or p.get("bounds")
+            if extra:
+                params.append(f"  {extra}", style="dim")
+            params.append("\n")
+        table.add_row(entry["name"], entry["report"] or "—", params)
+    return table
+
+
+def follow_view(record: Mapping[str, Any], epochs: list[Mapping[str, Any]], layers: Mapping[int, Mapping[str, float]],
+                logs: list[str]) -> Group:
+    """The live ``--follow`` view: status line, progress bar, last epochs, latest per-layer values."""
+    progress = record["progress"]
+    total = progress.get("total_epochs") or 0
+    head = Text()
+    head.append(f"run {record['id']} {record['experiment']} ", style="bold")
+    head.append_text(status_text(record["status"]))
+    head.append(f"  {progress_text(progress)}" + (f" · {progress['stage_name']}" if progress.get("stage_name") else ""))
+    parts: list[Any] = [head]
+    if total:
+        parts.append(ProgressBar(total=total, completed=progress.get("epoch") or 0, width=40))
+    table = epoch_table(epochs[-12:], title="epochs")
+    if table is not None:
+        parts.append(table)
+    if layers:
+        grid = Table(title="per-layer (latest epoch)", title_justify="left", header_style="bold")
+        keys = sorted({k for values in layers.values() for k in values})
+        grid.add_column("layer", justify="right")
+        for key in keys:
+            grid.add_column(key, justify="right")
+        for layer in sorted(layers):
+            grid.add_row(str(layer), *(fmt(layers[layer].get(k)) for k in keys))
+        parts.append(grid)
+    for line in logs[-5:]:
+        parts.append(Text(line, style="dim"))
+    return Group(*parts)
