@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from core.experiments import UnknownExperiment, get_experiment
 from core.paths import scheduler_log
 from core.registry import Database, RegistryError, RunStatus, open_database, store
-from core.registry.models import Run
+from core.registry.store import RunView as Run
 from core.scheduler.loop import HEARTBEAT_STALE_AFTER
 from core.scheduler.process import PROJECT_ROOT, is_worker_of
 

@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -81,22 +82,29 @@ def headline_value(record: Mapping[str, Any]) -> float | None:
 
 
 def runs_table(records: Sequence[Mapping[str, Any]]) -> Table:
-    table = Table(title=None, expand=False, header_style="bold")
-    for col, justify in (("id", "right"), ("experiment", "left"), ("variant", "left"), ("differs", "left"),
-                         ("status", "left"), ("progress", "left"), ("headline", "right"), ("elapsed", "right"),
-                         ("gpu", "left")):
-        table.add_column(col, justify=justify, no_wrap=col != "differs")
+    """The run list: only the config keys that differ, and the headline under its own name."""
     diff = differing_config_keys(records) if len({r["experiment"] for r in records}) == 1 else []
-    diff = [k for k in diff if k not in ("variant",)]
+    diff = [k for k in diff if k != "variant"]
+    heads = {r["headline"]["key"] for r in records if r["headline"]["key"]}
+    head_title = heads.pop() if len(heads) == 1 else "headline"
+    table = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD, collapse_padding=True)
+    table.add_column("id", justify="right", no_wrap=True, min_width=2)
+    table.add_column("experiment", no_wrap=True, min_width=10)
+    table.add_column("variant", no_wrap=True)
+    if diff:
+        table.add_column("config", overflow="fold", min_width=16)
+    table.add_column("status", no_wrap=True)
+    table.add_column("progress", no_wrap=True)
+    table.add_column(head_title, justify="right", no_wrap=True)
+    table.add_column("elapsed", justify="right", no_wrap=True)
+    table.add_column("gpu", no_wrap=True)
     for rec in records:
-        differs = " ".join(f"{k}={rec['config'].get(k)}" for k in diff[:3]) or ""
-        head = headline_value(rec)
-        table.add_row(
-            str(rec["id"]), rec["experiment"], rec["variant"], differs, status_text(rec["status"]),
-            progress_text(rec["progress"]),
-            f"{rec['headline']['key'] or ''} {fmt(head)}".strip() if head is not None else "—",
-            duration(rec["elapsed_s"]), rec["gpu"] or "—",
-        )
+        cells: list[Any] = [str(rec["id"]), rec["experiment"], rec["variant"]]
+        if diff:
+            cells.append(" ".join(f"{k}={rec['config'].get(k)}" for k in diff[:4]))
+        cells += [status_text(rec["status"]), progress_text(rec["progress"]), fmt(headline_value(rec)),
+                  duration(rec["elapsed_s"]), rec["gpu"] or "—"]
+        table.add_row(*cells)
     return table
 
 

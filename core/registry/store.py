@@ -7,9 +7,11 @@ Functions return detached ``Run`` objects and plain dicts, never live ORM sessio
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +24,7 @@ from core.registry.models import (
     Metric,
     ResultTable,
     Run,
+
     RunStatus,
     RunTag,
     SchedulerHeartbeat,
@@ -38,8 +41,16 @@ BEAT = SchedulerHeartbeat.__table__
 ACTIVE = (RunStatus.STARTING.value, RunStatus.RUNNING.value)
 
 
-def _run(row) -> Run:
-    return Run.model_validate(dict(row._mapping))
+RunView = dataclasses.make_dataclass(
+    "RunView", [(column.name, typing.Any) for column in RUN.columns], frozen=True, slots=True)
+RunView.__doc__ = """A detached, read-only snapshot of a ``run`` row, with the table's columns as attributes.
+
+Built straight from the row: validating SQLModel table objects costs ~0.4 ms a row, which
+``hrm ls`` over hundreds of runs cannot afford."""
+
+
+def _run(row) -> RunView:
+    return RunView(**row._mapping)
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -53,7 +64,7 @@ def create_run(
     priority: int = 0,
     retry_of: int | None = None,
     headline_key: str | None = None,
-) -> Run:
+) -> RunView:
     """Queue a run (validated config in, ``queued`` row out)."""
     now = time.time()
     values = {
@@ -76,7 +87,7 @@ def create_run(
     return _run(row)
 
 
-def get_run(db: Database, run_id: int) -> Run | None:
+def get_run(db: Database, run_id: int) -> RunView | None:
     with db.read() as conn:
         row = conn.execute(select(RUN).where(RUN.c.id == run_id)).first()
     return _run(row) if row else None
@@ -91,7 +102,7 @@ def list_runs(
     last: int | None = None,
     ids: Sequence[int] | None = None,
     updated_since: float | None = None,
-) -> list[Run]:
+) -> list[RunView]:
     """Runs, newest first, filtered; ``last`` keeps the newest N."""
     query = select(RUN)
     if statuses:
@@ -128,7 +139,7 @@ def count_by_status(db: Database) -> dict[str, int]:
         return {status: n for status, n in rows}
 
 
-def claim_next(db: Database, *, host: str, gpu: str) -> Run | None:
+def claim_next(db: Database, *, host: str, gpu: str) -> RunView | None:
     """Atomically move the best queued run to ``starting`` on ``gpu`` (litequeue's UPDATE…RETURNING)."""
     next_id = (
         select(RUN.c.id)
@@ -199,7 +210,7 @@ def attach_outcome(db: Database, run_id: int, *, exit_code: int | None, stderr_t
         conn.execute(update(RUN).where(RUN.c.id == run_id).values(exit_code=exit_code, stderr_tail=stderr_tail))
 
 
-def request_cancel(db: Database, run_id: int) -> Run | None:
+def request_cancel(db: Database, run_id: int) -> RunView | None:
     """Queued runs are cancelled at once; active ones get a flag the scheduler acts on."""
     now = time.time()
     with db.write() as conn:
@@ -383,11 +394,11 @@ def logs(db: Database, run_id: int, *, after_id: int = 0) -> list[dict[str, Any]
         return [dict(r._mapping) for r in rows]
 
 
-def active_runs(db: Database) -> list[Run]:
+def active_runs(db: Database) -> list[RunView]:
     return list_runs(db, statuses=ACTIVE)
 
 
-def cancel_requested_active(db: Database) -> list[Run]:
+def cancel_requested_active(db: Database) -> list[RunView]:
     with db.read() as conn:
         rows = conn.execute(select(RUN).where(RUN.c.status.in_(ACTIVE), RUN.c.cancel_requested.is_(True)))
         return [_run(r) for r in rows]

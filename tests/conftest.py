@@ -1,0 +1,72 @@
+"""Shared fixtures: a real SQLite registry file per test, and helpers to drive real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.registry import open_database
+from core.registry import store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolate_environment(monkeypatch, tmp_path):
+    """Keep a developer's HRM_DB or GPU out of the tests, and run them in a scratch folder."""
+    monkeypatch.delenv("HRM_DB", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    return tmp_path / "runs.db"
+
+
+@pytest.fixture
+def db(db_path):
+    database = open_database(db_path, create=True)
+    yield database
+    database.dispose()
+
+
+def scheduler_cmd(db_url: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "core.scheduler", "--db", db_url, *extra]
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def run_scheduler_once(db_url: str, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(scheduler_cmd(db_url, "--once", *extra), env=subprocess_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_scheduler(db_url: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(scheduler_cmd(db_url, *extra), env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def status_of(db, run_id: int) -> str:
+    return store.get_run(db, run_id).status
