@@ -157,8 +157,6 @@ def _follow(db, run_id: int) -> str:
                 if row["kind"] == "epoch":
                     epochs.append(row)
                 elif row["kind"] == "layer":
-                    if row["epoch"] != layers.get(0, {}).get("epoch"):
-                        pass
                     layers.setdefault(row["layer"], {})[row["key"]] = row["value"]
             logs.extend(line["message"] for line in update.logs)
             if live:
@@ -191,9 +189,10 @@ def _print_plain_update(update: api.FollowUpdate) -> None:
         layer_text = "  ".join(
             f"L{layer} " + "/".join(render.fmt(v) for v in values.values()) for layer, values in sorted(slot["layers"].items())
         )
-        console.print(f"{prefix}  {metrics}" + (f"  | {layer_text}" if layer_text else ""), highlight=False)
+        console.print(f"{prefix}  {metrics}" + (f"  | {layer_text}" if layer_text else ""), highlight=False,
+                      soft_wrap=True)
     for line in update.logs:
-        console.print(f"[dim]{line['message']}[/dim]", highlight=False)
+        console.print(f"[dim]{line['message']}[/dim]", highlight=False, soft_wrap=True)
 
 
 _ROOT_DB: dict[str, Optional[str]] = {"db": None}

@@ -235,18 +235,21 @@ def follow_view(record: Mapping[str, Any], epochs: list[Mapping[str, Any]], laye
     head.append(f"  {progress_text(progress)}" + (f" · {progress['stage_name']}" if progress.get("stage_name") else ""))
     parts: list[Any] = [head]
     if total:
-        parts.append(ProgressBar(total=total, completed=progress.get("epoch") or 0, width=40))
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(ProgressBar(total=total, completed=progress.get("epoch") or 0, width=40),
+                    Text(f"{progress.get('epoch') or 0}/{total} epochs", style="dim"))
+        parts.append(bar)
     table = epoch_table(epochs[-12:], title="epochs")
     if table is not None:
         parts.append(table)
     if layers:
-        grid = Table(title="per-layer (latest epoch)", title_justify="left", header_style="bold")
+        grid = Table(title="per layer, latest epoch", title_justify="left", header_style="bold")
         keys = sorted({k for values in layers.values() for k in values})
-        grid.add_column("layer", justify="right")
-        for key in keys:
-            grid.add_column(key, justify="right")
+        grid.add_column("metric")
         for layer in sorted(layers):
-            grid.add_row(str(layer), *(fmt(layers[layer].get(k)) for k in keys))
+            grid.add_column(f"L{layer}", justify="right")
+        for key in keys:
+            grid.add_row(key, *(fmt(layers[layer].get(key)) for layer in sorted(layers)))
         parts.append(grid)
     for line in logs[-5:]:
         parts.append(Text(line, style="dim"))
