@@ -11,7 +11,10 @@ import pytest
 from core import api
 from core.paths import worker_log
 from core.registry import store
-from tests.conftest import run_scheduler_once, start_scheduler, status_of, wait_for
+import subprocess
+import sys
+
+from tests.conftest import run_scheduler_once, start_scheduler, status_of, subprocess_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -127,3 +130,48 @@ def test_second_scheduler_is_refused(db):
         scheduler.terminate()
         scheduler.wait(10)
     assert not api.scheduler_alive(db), "a scheduler stopped by SIGTERM removes its heartbeat"
+
+
+def test_gpu_slots_are_never_shared_unless_packed(db):
+    runs = [api.submit(db, "smoke", {"epochs": 8, "sleep": 0.1}) for _ in range(4)]
+    result = run_scheduler_once(db.url, "--gpus", "0,1", "--max-parallel", "4")
+    assert result.returncode == 0, result.stderr
+    finals = [store.get_run(db, r.id) for r in runs]
+    assert all(f.status == "completed" for f in finals)
+    for final in finals:  # the worker saw exactly the GPU its slot was given
+        assert api.run_record(final)["info"]["cuda_visible_devices"] == final.gpu
+    by_gpu: dict[str, list] = {}
+    for final in finals:
+        by_gpu.setdefault(final.gpu, []).append((final.started_at, final.finished_at))
+    assert set(by_gpu) == {"0", "1"}
+    for spans in by_gpu.values():
+        spans.sort()
+        assert all(prev_end <= next_start + 0.05 for (_, prev_end), (next_start, _) in zip(spans, spans[1:])), \
+            "two runs overlapped on one GPU"
+
+
+def test_packing_puts_two_runs_on_one_gpu(db):
+    runs = [api.submit(db, "smoke", {"epochs": 10, "sleep": 0.1}) for _ in range(2)]
+    result = run_scheduler_once(db.url, "--gpus", "0", "--pack", "2")
+    assert result.returncode == 0, result.stderr
+    first, second = (store.get_run(db, r.id) for r in runs)
+    assert first.gpu == second.gpu == "0"
+    assert second.started_at < first.finished_at, "packed runs share the GPU at the same time"
+
+
+def test_hrm_run_wait_and_follow_from_a_shell(db_path):
+    env = subprocess_env()
+    ok = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "run", "smoke", "--epochs", "2", "--wait"],
+                        capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0 and ok.stdout == "" and ok.stderr == "", ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "run", "smoke", "--fail-at-epoch", "1",
+                          "--wait"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1
+    followed = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "run", "smoke", "--epochs", "3",
+                               "--follow"], capture_output=True, text=True, env=env, timeout=120)
+    assert followed.returncode == 0, followed.stderr
+    assert "epoch 3" in followed.stdout and "L4" in followed.stdout and "{" not in followed.stdout
+    assert "completed" in followed.stderr
+    logs = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "logs", "2", "-f"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert "smoke failure requested at epoch 1" in logs.stdout
