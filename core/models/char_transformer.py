@@ -3,6 +3,10 @@
 Post-norm block: ``h = norm1(h + attn(h)); h = norm2(h + ffn(h))`` with RMSNorm (eps 1e-6),
 bias-free multi-head causal attention with rotate-half RoPE (base 10000), and a gated SiLU
 feed-forward of width 4d. Parameters per block: 16 d² + 2 d.
+
+Submodule registration order is part of the reproduction (initialisers re-draw weights in module
+order): attn (q, k, v, o), ffn (w1, w2, w3), norm1, norm2. Together with :func:`trunc_normal_` (the
+pre-2.13 algorithm) this order reproduces report 004's Exp 5, 8 and 9 to the last printed digit.
 """
 
 from __future__ import annotations
@@ -109,11 +113,35 @@ def block_params(dim: int) -> int:
     return 16 * dim * dim + 2 * dim
 
 
+@torch.no_grad()
+def trunc_normal_(tensor: torch.Tensor, std: float, mean: float = 0.0, a: float = -2.0, b: float = 2.0) -> torch.Tensor:
+    """Truncated normal by inverse CDF, exactly as ``nn.init.trunc_normal_`` drew it up to PyTorch 2.12.
+
+    One uniform draw per element on [2Φ(a)−1, 2Φ(b)−1], then erfinv, scale by std·√2, shift, clamp.
+    Report 004's runs used this algorithm. PyTorch 2.13 switched ``nn.init.trunc_normal_`` to rejection
+    sampling from ``normal_`` (different values from the same seed), so every initialiser of the
+    reproductions must call this function instead of ``nn.init.trunc_normal_``.
+    ``a`` and ``b`` are absolute bounds (PyTorch's defaults ±2, i.e. no truncation at std 0.02).
+    """
+
+    def norm_cdf(x: float) -> float:
+        return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+    low = norm_cdf((a - mean) / std)
+    high = norm_cdf((b - mean) / std)
+    tensor.uniform_(2 * low - 1, 2 * high - 1)
+    tensor.erfinv_()
+    tensor.mul_(std * math.sqrt(2.0))
+    tensor.add_(mean)
+    tensor.clamp_(min=a, max=b)
+    return tensor
+
+
 def init_linears_trunc_normal(module: nn.Module, std: float) -> None:
-    """Re-draw every Linear weight from a truncated normal (PyTorch default truncation ±2)."""
+    """Re-draw every Linear weight (module order) from :func:`trunc_normal_` (absolute truncation ±2)."""
     for sub in module.modules():
         if isinstance(sub, nn.Linear):
-            nn.init.trunc_normal_(sub.weight, std=std)
+            trunc_normal_(sub.weight, std=std)
             if sub.bias is not None:
                 nn.init.zeros_(sub.bias)
 

@@ -84,3 +84,90 @@ def perplexity(mean_loss: float, cap: float | None = None) -> float:
     if cap is not None:
         mean_loss = min(mean_loss, cap)
     return math.exp(mean_loss)
+
+
+def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Standard training: token-mean cross-entropy of the model's (last-block) logits. A :data:`LossFn`."""
+    logits = model(x)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)), {}
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Validation CE of ``model(x)``: the mean of batch-mean CEs when all batches have the same number of
+    targets (pipeline B's definition, bit for bit), otherwise the token-weighted mean (pipeline A)."""
+    model.eval()
+    means: list[float] = []
+    counts: list[int] = []
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        means.append(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).item())
+        counts.append(y.numel())
+    if not means:
+        return math.nan
+    if len(set(counts)) == 1:
+        return sum(means) / len(means)
+    return sum(m * c for m, c in zip(means, counts)) / sum(counts)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did: the best epoch/PPL, how many epochs ran, and the per-epoch metric rows."""
+
+    best_val_ppl: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]]
+    stopper: EarlyStopping
+
+
+def fit(
+    model: nn.Module,
+    train_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    max_epochs: int,
+    patience: int,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    clip: float | None = 1.0,
+    device: str | torch.device = "cpu",
+    loss_fn: LossFn = lm_loss,
+    keep_best_state: bool = False,
+    restore_best: bool = False,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Spec 1.4: a fresh AdamW over the trainable parameters, ``train_epoch`` + validation every epoch,
+    early stopping on val PPL (strict improvement, ``patience``). ``on_epoch(epoch, metrics)`` gets
+    ``train_loss``, ``val_loss``, ``val_ppl`` (and the loss function's extras) after each epoch.
+
+    The model ends with its *last* weights unless ``restore_best`` (which implies keeping the best state).
+    ``train_batches`` may be a list (same order every epoch) or a DataLoader (re-shuffled each epoch).
+    """
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
+    )
+    stopper = EarlyStopping(patience=patience, keep_best_state=keep_best_state or restore_best)
+    history: list[dict[str, float]] = []
+    epoch = 0
+    for epoch in range(1, max_epochs + 1):
+        metrics = train_epoch(model, train_batches, optimizer, loss_fn, clip=clip, device=device)
+        val_loss = evaluate_loss(model, val_batches, device=device)
+        metrics.update(val_loss=val_loss, val_ppl=perplexity(val_loss))
+        history.append(metrics)
+        stopper.update(epoch, metrics["val_ppl"], model)
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if stopper.should_stop:
+            break
+    if restore_best:
+        stopper.restore(model)
+    return FitResult(
+        best_val_ppl=stopper.best, best_epoch=stopper.best_epoch, epochs_run=epoch, history=history, stopper=stopper
+    )
