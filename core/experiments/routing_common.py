@@ -1,0 +1,96 @@
+"""Config fields shared by report 004's Exp 10 (``confidence-routing``) and Exp 11 (``lpt-routing``).
+
+Not an experiment itself (no ``EXPERIMENT``). Only pydantic and the experiment API are imported here;
+the training code lives in :mod:`core.training.routing` and is imported inside the run functions.
+
+Variants (spec 5 F6, 6 B11/B12):
+
+- ``published``: the toy "fox" text (pipeline B, quirk B11) and the threshold table on the LAST weights
+  (5 epochs past the best, quirk B12), exactly what produced the report's tables; per-batch-mean metrics.
+- ``corrected``: real WikiText-2 characters (pipeline A text, 97-symbol vocabulary, shuffled train
+  batches) and the threshold table on the restored BEST weights; token-weighted val metrics.
+
+``--data`` and ``--weights`` override either half of that choice on their own (same names and meaning as
+the Exp 5/8/9 configs in :mod:`core.experiments.toy_char_common`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from core.experiments.base import ExperimentConfig
+
+
+class RoutingConfig(ExperimentConfig):
+    """Data, model, optimiser and routing settings of Exp 10/11; defaults = report 004's."""
+
+    data: Literal["auto", "toy-fox", "wikitext2"] = Field(
+        "auto",
+        description=(
+            "training text: toy-fox (pipeline B, V=30, what the report really used: quirk B11), wikitext2 "
+            "(pipeline A characters, V=97); auto: toy-fox for published, wikitext2 for corrected"
+        ),
+    )
+    weights: Literal["auto", "last", "best"] = Field(
+        "auto",
+        description="weights the threshold table is computed on: last (quirk B12) or best epoch; "
+        "auto: last for published, best for corrected",
+    )
+    wikitext_source: Literal["auto", "hub", "dir", "excerpt"] = Field(
+        "auto", description="where wikitext2 text comes from (see core.data.wikitext): auto, hub, dir, excerpt"
+    )
+    data_dir: str | None = Field(
+        None, min_length=1, max_length=4096, description="directory with WikiText-2 train.txt / valid.txt"
+    )
+    seq_len: int = Field(64, ge=8, le=1024, description="sequence length (characters per window)")
+    batch_size: int = Field(16, ge=1, le=4096, description="sequences per batch")
+    d_model: int = Field(64, ge=8, le=2048, description="model width")
+    n_heads: int = Field(4, ge=1, le=64, description="attention heads (must divide the width, even head dimension)")
+    n_layers: int = Field(4, ge=2, le=48, description="blocks of the deep path (the deep exit is the last block)")
+    shallow_exit: int = Field(2, ge=1, le=47, description="block whose output gives the shallow logits")
+    threshold: float = Field(
+        0.8, gt=0.0, le=1.0, description="routing threshold: a token exits shallow when max softmax ≥ this"
+    )
+    thresholds: tuple[float, ...] = Field(
+        (0.5, 0.6, 0.7, 0.8, 0.9),
+        min_length=0,
+        max_length=64,
+        description="thresholds of the post-training sweep table (each in (0, 1])",
+    )
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay")
+    clip: float = Field(1.0, ge=0.0, le=1000.0, description="gradient clipping max global norm (0: off)")
+    max_epochs: int = Field(30, ge=1, le=10_000, description="maximum epochs")
+    patience: int = Field(
+        5, ge=1, le=1_000, description="early stopping: epochs without strict improvement of the routed val PPL"
+    )
+    cpu_threads: int = Field(
+        1, ge=0, le=512, description="torch intra-op threads on CPU (0: torch's default); the digits match at 1 and 2"
+    )
+
+    def resolved_data(self) -> str:
+        if self.data != "auto":
+            return self.data
+        return "toy-fox" if self.variant == "published" else "wikitext2"
+
+    def resolved_weights(self) -> str:
+        if self.weights != "auto":
+            return self.weights
+        return "last" if self.variant == "published" else "best"
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not (0.0 < t <= 1.0) for t in value):
+            raise ValueError("every threshold must lie in (0, 1]")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> RoutingConfig:
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError("d_model must be a multiple of n_heads with an even head dimension (RoPE)")
+        if self.shallow_exit >= self.n_layers:
+            raise ValueError("shallow_exit must be below n_layers")
+        return self
