@@ -17,6 +17,20 @@ __all__ = ["Emitter", "Experiment", "ExperimentConfig", "RecordingEmitter", "cat
 _MODULES: list[str] = [
     "core.experiments.smoke",
     # -- registrations: one line per experiment module --
+    "core.experiments.lpt",
+    "core.experiments.irt",
+    "core.experiments.infini_hrm",
+    "core.experiments.hrm",
+    "core.experiments.confidence_routing",
+    "core.experiments.lpt_routing",
+    "core.experiments.saturation",
+    "core.experiments.hard_tokens",
+    "core.experiments.cascade",
+    "core.experiments.layer_freezing",
+    "core.experiments.layer_contribution",
+    "core.experiments.early_exit",
+    "core.experiments.greedy_layerwise",
+    "core.experiments.progressive",
 ]
 
 

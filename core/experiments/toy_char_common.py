@@ -1,0 +1,229 @@
+"""Shared config and helpers of report 004's Exp 5, 8 and 9 (plain character LMs, spec 1.2–1.4).
+
+Not an experiment itself (no ``EXPERIMENT``). The config resolves two upstream quirks per variant:
+
+- data (B11): ``published`` trains on the toy-fox text (pipeline B, V = 30) as the upstream scripts
+  silently did; ``corrected`` trains on real WikiText-2 characters (pipeline A, V = 97, via
+  :mod:`core.data.wikitext`).
+- weights (B12): ``published`` analyses / continues from the *last* weights (≥ patience epochs past the
+  best); ``corrected`` restores the best-epoch weights first.
+
+Both can be overridden independently (``--data``, ``--weights``). Only pydantic and the experiment API are
+imported at module level; torch is imported inside the helpers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from core.experiments.base import Emitter, ExperimentConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from core.training.loop import FitResult
+
+QUIRK_TOY_TEXT = "B11"
+QUIRK_LAST_WEIGHTS = "B12"
+
+
+class ToyCharConfig(ExperimentConfig):
+    """Data, model and training settings; defaults are report 004's (Exp 5, 8, 9)."""
+
+    data: Literal["auto", "toy-fox", "wikitext2"] = Field(
+        "auto",
+        description="training text: toy-fox (pipeline B, quirk B11), wikitext2 (pipeline A); auto: toy-fox "
+        "for the published variant, wikitext2 for corrected",
+    )
+    weights: Literal["auto", "last", "best"] = Field(
+        "auto",
+        description="weights used after training (analyses, next phase): last (quirk B12) or best epoch; "
+        "auto: last for published, best for corrected",
+    )
+    wikitext_source: Literal["auto", "hub", "dir", "excerpt"] = Field(
+        "auto", description="where wikitext2 text comes from (see core.data.wikitext): auto, hub, dir, excerpt"
+    )
+    data_dir: str | None = Field(
+        None, min_length=1, max_length=4096, description="directory with WikiText-2 train.txt / valid.txt"
+    )
+    max_epochs: int = Field(30, ge=1, le=10_000, description="maximum epochs per training phase")
+    patience: int = Field(5, ge=1, le=1_000, description="early-stopping patience (epochs without strict improvement)")
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay")
+    clip: float = Field(1.0, ge=0.0, le=1000.0, description="gradient clipping max global norm (0: off)")
+    batch_size: int = Field(16, ge=1, le=4096, description="sequences per batch")
+    seq_len: int = Field(64, ge=8, le=1024, description="characters per sequence")
+    d_model: int = Field(64, ge=8, le=4096, description="model width d")
+    n_heads: int = Field(4, ge=1, le=64, description="attention heads (must divide d_model into an even head_dim)")
+    cpu_threads: int = Field(0, ge=0, le=512, description="torch intra-op threads on CPU (0: leave torch's setting)")
+
+    def resolved_data(self) -> str:
+        if self.data != "auto":
+            return self.data
+        return "toy-fox" if self.variant == "published" else "wikitext2"
+
+    def resolved_weights(self) -> str:
+        if self.weights != "auto":
+            return self.weights
+        return "last" if self.variant == "published" else "best"
+
+    def quirks(self) -> list[str]:
+        active = []
+        if self.resolved_data() == "toy-fox":
+            active.append(QUIRK_TOY_TEXT)
+        if self.resolved_weights() == "last":
+            active.append(QUIRK_LAST_WEIGHTS)
+        return active
+
+
+@dataclass
+class CharData:
+    """Train and val batches (a list or a DataLoader), vocabulary size and a description of the source."""
+
+    train: Any
+    val: Any
+    vocab_size: int
+    source: str
+    n_train_batches: int
+    n_val_batches: int
+
+
+def setup(config: ToyCharConfig) -> str:
+    """Thread count and device: returns the resolved device string."""
+    import torch
+
+    from core.experiments.base import resolve_device
+
+    if config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
+    if config.d_model % config.n_heads or (config.d_model // config.n_heads) % 2:
+        raise ValueError(f"d_model {config.d_model} must split into {config.n_heads} heads of even size")
+    return resolve_device(config.device)
+
+
+def load_data(config: ToyCharConfig) -> CharData:
+    """Pipeline B (toy-fox) or pipeline A (WikiText-2 characters) at the config's seq_len and batch size."""
+    if config.resolved_data() == "toy-fox":
+        from core.data.toy import DATA_SOURCE, toy_fox_batches
+
+        batches = toy_fox_batches(seq_len=config.seq_len, batch_size=config.batch_size)
+        if not batches.train or not batches.val:
+            raise ValueError(f"seq_len {config.seq_len} × batch {config.batch_size} leaves no complete toy batch")
+        return CharData(
+            batches.train, batches.val, batches.vocab_size, DATA_SOURCE, len(batches.train), len(batches.val)
+        )
+    from core.data.wikitext import VOCAB_SIZE, wikitext_char_batches
+
+    loaders = wikitext_char_batches(
+        seq_len=config.seq_len, batch_size=config.batch_size, source=config.wikitext_source, data_dir=config.data_dir
+    )
+    return CharData(loaders.train, loaders.val, VOCAB_SIZE, loaders.source, len(loaders.train), len(loaders.val))
+
+
+def train_phase(
+    model: nn.Module, data: CharData, config: ToyCharConfig, emit: Emitter, device: str, *, stage: int = 0
+) -> FitResult:
+    """Train with early stopping, emitting every epoch; leaves the last or best weights per the config."""
+    from core.training.loop import fit
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        emit.epoch(epoch, metrics, stage=stage, total=config.max_epochs)
+
+    return fit(
+        model,
+        data.train,
+        data.val,
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        clip=config.clip or None,
+        device=device,
+        restore_best=config.resolved_weights() == "best",
+        on_epoch=on_epoch,
+    )
+
+
+def weights_note(result: FitResult, config: ToyCharConfig) -> str:
+    if config.resolved_weights() == "best":
+        return f"best weights (epoch {result.best_epoch}) restored"
+    return f"last weights (epoch {result.epochs_run}; best was epoch {result.best_epoch}, quirk B12)"
+
+
+def train_analysis_model(config: ToyCharConfig, emit: Emitter, n_layers: int, **info: Any):
+    """Exp 8/9 recipe: seed, an ``n_layers``-block model (init I-B), standard training (last-block loss)
+    with early stopping; emits info and the per-epoch rows. Returns (model, data, fit result, device);
+    the model holds the weights the analysis must use (last or best, per the config)."""
+    from core.experiments.base import seed_everything
+    from core.models.char_lm import CharLM, count_params
+
+    device = setup(config)
+    data = load_data(config)
+    seed_everything(config.seed)
+    model = CharLM(data.vocab_size, config.d_model, config.n_heads, n_layers, init="I-B").to(device)
+    params = count_params(model)
+    emit.info(
+        params=params,
+        trainable_params=count_params(model, trainable_only=True),
+        data_source=data.source,
+        quirks=config.quirks(),
+        weights=config.resolved_weights(),
+        vocab_size=data.vocab_size,
+        train_batches=data.n_train_batches,
+        val_batches=data.n_val_batches,
+        **info,
+    )
+    result = train_phase(model, data, config, emit, device)
+    emit.log(f"analysis on the {weights_note(result, config)}")
+    return model, data, result, device
+
+
+def collect_val_outputs(model: nn.Module, batches: Any, device: str) -> dict[str, Any]:
+    """One no-grad pass over the val batches (in order): per-layer per-token CE, residual norms
+    ‖h_l − h_{l−1}‖₂, layer-1 confidence/entropy and per-layer correctness, all flattened over tokens
+    as float64 numpy arrays of shape (n_layers, N) (or (N,))."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    ce: list[list[torch.Tensor]] = []
+    norms: list[list[torch.Tensor]] = []
+    correct: list[list[torch.Tensor]] = []
+    conf1: list[torch.Tensor] = []
+    ent1: list[torch.Tensor] = []
+    model.eval()
+    with torch.no_grad():
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            states = model.hidden_states(x)
+            target = y.reshape(-1)
+            layer_ce, layer_norm, layer_ok = [], [], []
+            for index in range(1, len(states)):
+                logits = model.head(states[index]).reshape(-1, model.vocab_size)
+                layer_ce.append(F.cross_entropy(logits, target, reduction="none"))
+                layer_norm.append((states[index] - states[index - 1]).norm(dim=-1).reshape(-1))
+                layer_ok.append(logits.argmax(dim=-1) == target)
+                if index == 1:
+                    probs = F.softmax(logits, dim=-1)
+                    conf1.append(probs.max(dim=-1).values)
+                    ent1.append(-(probs * torch.log(probs + 1e-10)).sum(dim=-1))
+            ce.append(layer_ce)
+            norms.append(layer_norm)
+            correct.append(layer_ok)
+
+    def stack(per_batch: list[list[torch.Tensor]]) -> np.ndarray:
+        n_layers = len(per_batch[0])
+        return np.stack(
+            [torch.cat([b[layer] for b in per_batch]).double().cpu().numpy() for layer in range(n_layers)]
+        )
+
+    return {
+        "ce": stack(ce),
+        "norm": stack(norms),
+        "correct": stack(correct).astype(bool),
+        "conf1": torch.cat(conf1).double().cpu().numpy(),
+        "entropy1": torch.cat(ent1).double().cpu().numpy(),
+    }
