@@ -359,6 +359,11 @@ def scheduler(
         raise api.UserError(str(exc), 1) from None
 
 
+from hrm_tui.cli_compare import register as register_compare  # noqa: E402  (compare, reproduce, report, sweep)
+
+register_compare(app)
+
+
 def main() -> None:
     app()
 

@@ -41,3 +41,21 @@ def test_gpu_benchmark_tiny_runs_every_job(tmp_path):
             "print([n for n in ('sqlmodel','textual','typer','core.registry') if n in sys.modules])")
     chk = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
     assert chk.stdout.strip().endswith("[]"), chk.stdout + chk.stderr
+
+
+def test_speed_benchmark_tiny_runs_on_cpu(tmp_path):
+    """``benchmarks/bench_smollm2_speed.py --tiny``: every section runs on CPU and prints its table."""
+    out = tmp_path / "speed.json"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    env.pop("OUT", None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_smollm2_speed.py"), "--tiny", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    a = data["extraction"]
+    assert a["before_fp32_b16"] > 0 and a["after_fp32"] > 0
+    assert a["max_abs_diff_fp32"]["ce"] == 0.0 and a["max_abs_diff_fp32"]["argmax_agree_pct"] == 100.0
+    assert data["published"]["runs"][0]["epochs"] and data["corrected"]["runs"][0]["epochs"]
+    assert "| measurement | before | after | ratio | target |" in proc.stdout

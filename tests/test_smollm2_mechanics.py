@@ -151,6 +151,53 @@ def test_length1_states_equal_hf_forward_on_single_token_sequences(tiny):
     assert torch.allclose(short[-1], ref[-1][:, 0], atol=1e-5)
 
 
+def test_pure_length1_forward_is_bit_identical_to_the_modules(tiny):
+    lm, _ = tiny
+    from core.smollm2.model import make_addon
+
+    addon = make_addon(lm.config, 3).eval()
+    x = torch.randn(9, lm.config.hidden_size)
+    with torch.no_grad():
+        ref = ops.length1_forward(addon)(x)
+        pure = ops.pure_length1_forward(addon)(x)
+    assert torch.equal(ref, pure)
+
+
+def test_layer_cos_all_equals_pairwise_cos(tiny):
+    hs = [torch.randn(3, 5, 16) for _ in range(6)]
+    for dt in (None, torch.float16):
+        pair = torch.stack([ops.cos_sim(hs[i - 1], hs[i], dtype=dt).float() for i in range(1, 6)])
+        assert torch.equal(ops.layer_cos_all(hs, dt), pair)
+
+
+def test_static_losses_equal_the_eager_masked_losses(tiny):
+    """The CUDA-graph losses (padded batch, index -1) give the eager losses of the unpadded batch."""
+    lm, _ = tiny
+    from core.smollm2.model import make_addon
+    from core.smollm2.train import static_token_loss, static_window_ce, static_window_loss
+
+    torch.manual_seed(0)
+    addon = make_addon(lm.config, 2).eval()
+    D, V = lm.config.hidden_size, lm.config.vocab_size
+    fwd = ops.length1_forward(addon)
+    x, y = torch.randn(20, D), torch.randint(0, V, (20,))
+    idx = torch.tensor([3, 7, 11, 19, 0])
+    loss, k = static_token_loss(fwd, x, y, None)(torch.cat([idx, torch.full((3,), -1)]))
+    ref = torch.nn.functional.cross_entropy(fwd(x[idx]), y[idx])
+    assert int(k) == 5 and torch.allclose(loss, ref, atol=1e-6)
+
+    h, yy = torch.randn(6, 8, D), torch.randint(0, V, (6, 8))
+    m = torch.rand(6, 8) < 0.5
+    m[2] = True
+    keep = torch.arange(6)
+    rows = torch.tensor([2, 5, 1])
+    loss, k = static_window_loss(static_window_ce(addon, None), keep, h, yy, m)(torch.tensor([2, 5, 1, -1]))
+    out = addon.model(inputs_embeds=h[rows]).last_hidden_state
+    mr = m[rows]
+    ref = torch.nn.functional.cross_entropy(addon.lm_head(out[mr]), yy[rows][mr])
+    assert int(k) == int(mr.sum()) and torch.allclose(loss, ref, atol=1e-6)
+
+
 def test_run_frozen_is_batched_and_consistent(tiny):
     lm, _ = tiny
     x = torch.randint(0, 256, (6, 16))

@@ -1,0 +1,363 @@
+"""``hrm compare``, ``hrm reproduce``, ``hrm report``, ``hrm sweep``: comparison tables and re-runs of the reports.
+
+Registered on the root app by ``register(app)`` (one line in :mod:`hrm_tui.cli`). Commands parse
+options, call :mod:`core.compare` / :mod:`core.reproduce` / :mod:`core.sweep` / :mod:`core.report`
+and render; Rich renderers of :class:`core.compare.Table` live here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+from rich.text import Text
+
+from core import api
+from core.compare import FORMATS, CompareError, Table, export, summary_line
+
+console = Console()
+err_console = Console(stderr=True)
+WIDE = 240
+"""Width used when stdout is not a terminal, so that piped report tables are not squeezed."""
+
+
+def _out_console() -> Console:
+    return console if console.is_terminal else Console(width=WIDE)
+
+DbOption = Annotated[Optional[str], typer.Option("--db", envvar="HRM_DB", help="registry path or SQLAlchemy URL [default: ./runs.db]")]
+
+
+class Format(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+    json = "json"
+    latex = "latex"
+
+
+class VariantChoice(str, Enum):
+    published = "published"
+    corrected = "corrected"
+
+
+EXTENSIONS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json", ".tex": "latex"}
+STATUS_STYLE = {"ok": "green", "out": "bold red", "missing": "yellow", "n/a": "dim", "info": "dim", "ref": "dim cyan"}
+
+
+def _db(db: Optional[str], *, create: bool = False):
+    from hrm_tui.cli import _root_db
+
+    return api.open_registry(db or _root_db(), create=create)
+
+
+# --- Rich rendering ---------------------------------------------------------------------------
+
+def rich_table(table: Table) -> RichTable:
+    """A :class:`core.compare.Table` as a Rich table; out-of-tolerance cells red with ✗."""
+    out = RichTable(title=table.title, title_justify="left", header_style="bold", show_lines=False)
+    grouped = any(c.group for c in table.columns)
+    columns = table.human_columns()
+    for col in columns:
+        label = col.label
+        if grouped and col.group:
+            suffix = col.key.rsplit(".", 1)[-1]
+            label = {"pub": f"{col.group}\npublished", "ours": "\nours", "diff": "\nΔ"}.get(suffix, label)
+        out.add_column(label, justify="left" if col.type == "text" else "right", no_wrap=True,
+                       overflow="ellipsis" if col.type == "text" else "fold")
+    for i, row in enumerate(table.rows):
+        cells = []
+        for col in columns:
+            text = table.cell_text(i, col)
+            status = row.get(col.status_key) if col.status_key else None
+            if status == "out":
+                cells.append(Text(f"{text} ✗", style=STATUS_STYLE["out"]))
+            elif status in ("missing", "n/a", "ref", "info") and row.get(col.key) is None:
+                cells.append(Text(status, style=STATUS_STYLE[status]))
+            elif status == "ok" and row.get(col.key) is not None:
+                cells.append(Text(text, style="green"))
+            else:
+                cells.append(Text(text))
+        out.add_row(*cells)
+    if table.notes:
+        out.caption = "\n".join(table.notes)
+        out.caption_justify = "left"
+    return out
+
+
+def _emit(tables: list[Table], fmt: Format, out: Optional[Path], *, summary=None, source=None) -> None:
+    kind = fmt.value
+    if out is not None and kind == "table":
+        kind = EXTENSIONS.get(out.suffix.lower(), "")
+        if not kind:
+            raise api.UserError(f"--out {out}: give --format (markdown, csv, json, latex) or a .md/.csv/.json/.tex name", 2)
+    if kind == "table":
+        screen = _out_console()
+        for table in tables:
+            screen.print(rich_table(table))
+            screen.print()
+        if summary:
+            screen.print(_summary_text(summary))
+        return
+    try:
+        text = export(tables, kind, summary=summary, source=source)
+    except CompareError as exc:
+        raise api.UserError(str(exc), 2) from None
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        err_console.print(f"wrote {out} ({kind})")
+
+
+def _summary_text(summary) -> Text:
+    counts = summary.get("counts", {})
+    style = "bold green" if summary.get("within_tolerance") else ("bold red" if counts.get("out") else "yellow")
+    return Text(summary_line(summary), style=style)
+
+
+# --- hrm compare ------------------------------------------------------------------------------
+
+def compare(
+    runs: Annotated[Optional[list[int]], typer.Argument(help="run ids to compare (in this order)")] = None,
+    experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", help="runs of this experiment")] = None,
+    last: Annotated[Optional[int], typer.Option("--last", "-n", min=1, help="only the newest N runs")] = None,
+    tag: Annotated[Optional[str], typer.Option("--tag", "-t", help="runs with this tag (a sweep: mean ± std over seeds)")] = None,
+    report: Annotated[Optional[str], typer.Option("--report", "-r", help="published vs ours for a report: 000, 001, 002, 003, 004")] = None,
+    exp: Annotated[Optional[list[str]], typer.Option("--exp", help="with --report: only these experiments (4, 5-11, 5,6)")] = None,
+    variant: Annotated[VariantChoice, typer.Option("--variant", help="with --report: which variant's runs to use")] = VariantChoice.published,
+    baseline: Annotated[Optional[int], typer.Option("--baseline", "-b", help="add the change vs this run in % (+ = better)")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="extra column KEY[:last|min|max|best|min_epoch|max_epoch|count] (repeatable)")] = None,
+    layers: Annotated[bool, typer.Option("--layers", help="per-layer tables (layer × epoch for one run, layer × run for several)")] = False,
+    layer_epoch: Annotated[Optional[list[int]], typer.Option("--epoch", help="with --layers: these epochs only (one run) / this epoch (several)")] = None,
+    stages: Annotated[bool, typer.Option("--stages", help="per-stage table (s<k>/ summaries)")] = False,
+    thresholds: Annotated[bool, typer.Option("--thresholds", help="the runs' threshold analysis tables")] = False,
+    aggregate: Annotated[Optional[bool], typer.Option("--aggregate/--no-aggregate", help="mean ± std over seeds [default: on with --tag when seeds repeat]")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write to this file instead of stdout")] = None,
+    check: Annotated[bool, typer.Option("--check", help="with --report: exit 1 unless every number is within tolerance")] = False,
+    use: Annotated[Optional[list[str]], typer.Option("--use", help="with --report: pin a run key to a run, KEY=RUN (e.g. exp10.routed=17)")] = None,
+    schema: Annotated[bool, typer.Option("--schema", help="print the JSON schema of --format json and exit")] = False,
+    db: DbOption = None,
+) -> None:
+    """Compare runs side by side, or a report's published numbers with ours (--report)."""
+    from core import compare as cmp
+    from core.registry import store
+
+    if schema:
+        sys.stdout.write(json.dumps(cmp.COMPARE_JSON_SCHEMA, indent=2, ensure_ascii=False) + "\n")
+        return
+
+    if report is not None:
+        if runs or experiment or last:
+            raise api.UserError("--report selects its own runs: drop the run ids / --experiment / --last", 2)
+        _compare_report(report, exp, variant.value, tag, fmt, out, check, _parse_use(use), db)
+        return
+    if exp or use:
+        raise api.UserError(f"{'--exp' if exp else '--use'} needs --report", 2)
+    if check:
+        raise api.UserError("--check needs --report", 2)
+    if runs and (experiment or tag or last):
+        raise api.UserError("give run ids or --experiment/--tag/--last, not both", 2)
+    if not runs and not (experiment or tag):
+        raise api.UserError("nothing to compare: give run ids, --experiment X [--last N], --tag T or --report R", 2)
+    database = _db(db)
+    if runs:
+        found = {r["id"]: r for r in api.list_records(database, ids=list(runs))}
+        missing = [str(i) for i in runs if i not in found]
+        if missing:
+            raise api.UserError(f"no run {', '.join(missing)} in {database.url}", 1)
+        records = [found[i] for i in dict.fromkeys(runs)]
+    else:
+        records = api.list_records(database, experiment=experiment, tag=tag, last=last)
+        records.reverse()  # oldest first: the order they were queued in
+        if not records:
+            what = " ".join(x for x in (f"experiment {experiment}" if experiment else "", f"tag {tag}" if tag else "") if x)
+            raise api.UserError(f"no runs with {what} in {database.url}", 1)
+    if baseline is not None and baseline not in {r["id"] for r in records}:
+        base = api.list_records(database, ids=[baseline])
+        if not base:
+            raise api.UserError(f"no run {baseline} in {database.url}", 1)
+        records = base + records
+    if aggregate is None:
+        aggregate = bool(tag) and any(len(g) > 1 for g in cmp.seed_groups(records))
+    try:
+        tables = [cmp.aggregate_table(records, metrics=metric or (), baseline=baseline) if aggregate
+                  else cmp.runs_table(records, metrics=metric or (), baseline=baseline)]
+        if stages:
+            tables.append(cmp.stages_table(records, metrics=metric or ()))
+        if layers:
+            rows = {r["id"]: store.metrics(database, r["id"], kind="layer") for r in records}
+            if len(records) > 1 and layer_epoch and len(layer_epoch) > 1:
+                raise api.UserError("with several runs --epoch takes one epoch", 2)
+            found_layers = cmp.layer_tables(records, rows, epochs=layer_epoch if len(records) == 1 else None,
+                                            epoch=layer_epoch[0] if layer_epoch and len(records) > 1 else None)
+            if not found_layers:
+                err_console.print("[yellow]no per-layer metrics in these runs[/yellow]")
+            tables += found_layers
+        if thresholds:
+            by_run = {r["id"]: store.result_tables(database, r["id"]) for r in records}
+            found_thresholds = cmp.threshold_tables(records, by_run)
+            if not found_thresholds:
+                err_console.print("[yellow]no threshold tables in these runs[/yellow]")
+            tables += found_thresholds
+    except CompareError as exc:
+        raise api.UserError(str(exc), 2) from None
+    source = {"runs": [r["id"] for r in records], "tag": tag, "experiment": experiment, "baseline": baseline}
+    _emit(tables, fmt, out, source=source)
+
+
+def _parse_use(values: Optional[list[str]]) -> dict[str, int]:
+    pinned: dict[str, int] = {}
+    for value in values or ():
+        key, sep, run = value.partition("=")
+        if not sep or not key.strip() or not run.strip().isdigit():
+            raise api.UserError(f"--use {value!r}: expected KEY=RUN_ID", 2)
+        pinned[key.strip()] = int(run)
+    return pinned
+
+
+def _compare_report(report, exp, variant, tag, fmt, out, check, use, db) -> None:
+    from core.reproduce import compare_report
+
+    database = _db(db)
+    result = compare_report(database, report, variant=variant, exps=exp, tag=tag, use=use)
+    with_runs = fmt in (Format.table, Format.markdown) or (out is not None and out.suffix.lower() in (".md", ".markdown"))
+    tables = [result.runs_table, *result.tables] if with_runs else result.tables
+    summary = result.summary
+    _emit(tables, fmt, out, summary=summary,
+          source={"report": report, "variant": variant, "tag": tag, "exps": exp or None,
+                  "runs": {k: (r["id"] if r else None) for k, r in result.matches.items()}})
+    if out is not None or fmt in (Format.csv, Format.json, Format.latex):
+        err_console.print(_summary_text(summary))  # markdown and table output carry it already
+    if check and not summary["within_tolerance"]:
+        raise typer.Exit(1)
+
+
+# --- hrm reproduce ----------------------------------------------------------------------------
+
+def reproduce(
+    report: Annotated[str, typer.Argument(help="report to regenerate: 000, 001, 002, 003 or 004")],
+    variant: Annotated[VariantChoice, typer.Option("--variant", help="published: the reports' code paths, quirks included; corrected: the fixes")] = VariantChoice.published,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="only these experiments of the report (e.g. 4, 5-11)")] = None,
+    priority: Annotated[int, typer.Option("--priority", help="higher runs first")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be queued; write nothing")] = False,
+    start: Annotated[bool, typer.Option("--start-scheduler/--no-start-scheduler", help="start a background scheduler when none is alive")] = True,
+    db: DbOption = None,
+) -> None:
+    """Queue every run needed to regenerate a report's tables (tag reproduce-<report>-<variant>)."""
+    from core.reproduce import plan_reproduce, queue_reproduce, reproduce_tag
+
+    items = plan_reproduce(report, variant.value, only)
+    tag = reproduce_tag(report, variant.value)
+    if dry_run:
+        from core.experiments import catalog
+
+        table = RichTable(title=f"would queue (tag {tag})", title_justify="left", header_style="bold")
+        for col in ("exp", "key", "experiment", "config"):
+            table.add_column(col)
+        for item in items:
+            config = " ".join(f"{k}={v}" for k, v in item.config.items())
+            note = "" if item.experiment in catalog() else "  [yellow](not in the catalog yet)[/yellow]"
+            table.add_row(item.exp, item.key, item.experiment + note, config)
+        console.print(table)
+        return
+    database = _db(db, create=True)
+    result = queue_reproduce(database, report, items, variant.value, priority=priority)
+    table = RichTable(title=f"reproduce {report} ({variant.value})", title_justify="left", header_style="bold")
+    for col in ("exp", "key", "experiment", "run", "state"):
+        table.add_column(col)
+    for item, run_id in result.queued:
+        table.add_row(item.exp, item.key, item.experiment, str(run_id), Text("queued", style="cyan"))
+    for item, run_id in result.existing:
+        table.add_row(item.exp, item.key, item.experiment, str(run_id), Text("already queued/done", style="dim"))
+    for item in result.unavailable:
+        table.add_row(item.exp, item.key, item.experiment, "—", Text("not in the catalog", style="yellow"))
+    err_console.print(table)
+    if not result.queued and not result.existing:
+        raise api.UserError(f"nothing to queue for report {report}: its experiments are not in the catalog", 1)
+    err_console.print(f"{len(result.queued)} queued, {len(result.existing)} already there, "
+                      f"{len(result.unavailable)} unavailable; compare with: hrm compare --report {report} "
+                      f"--variant {variant.value}")
+    sys.stdout.write(tag + "\n")
+    if result.queued:
+        _start_scheduler(database, start)
+
+
+def _start_scheduler(database, start: bool) -> None:
+    if not start:
+        if not api.scheduler_alive(database):
+            err_console.print("[yellow]no scheduler is running:[/yellow] start one with `hrm scheduler`")
+        return
+    pid = api.ensure_scheduler(database)
+    if pid is not None:
+        err_console.print(f"[dim]started a background scheduler (pid {pid}); it exits when idle[/dim]")
+
+
+# --- hrm report -------------------------------------------------------------------------------
+
+def report_cmd(
+    report: Annotated[str, typer.Argument(help="report: 000, 001, 002, 003 or 004")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for the markdown document and its PNG plots")],
+    variant: Annotated[VariantChoice, typer.Option("--variant", help="which variant's runs to use")] = VariantChoice.published,
+    exp: Annotated[Optional[list[str]], typer.Option("--exp", help="only these experiments (e.g. 5-11)")] = None,
+    tag: Annotated[Optional[str], typer.Option("--tag", "-t", help="only runs with this tag")] = None,
+    db: DbOption = None,
+) -> None:
+    """Write the report regenerated with our numbers: markdown, published vs ours, quirks, PNG plots."""
+    from core.report import write_report
+
+    if out.exists() and not out.is_dir():
+        raise api.UserError(f"--out {out} exists and is not a directory", 2)
+    path = write_report(_db(db), report, out, variant=variant.value, exps=exp, tag=tag)
+    pngs = sorted(p.name for p in path.parent.glob("*.png"))
+    err_console.print(f"wrote {path} and {len(pngs)} plot(s)")
+    sys.stdout.write(str(path) + "\n")
+
+
+# --- hrm sweep --------------------------------------------------------------------------------
+
+def sweep(
+    experiment: Annotated[str, typer.Argument(help="experiment to sweep (see `hrm experiments`)")],
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=V1,V2,... one grid axis (repeatable)")] = None,
+    fixed: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="NAME=VALUE fixed for every point (repeatable)")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="repeat every point with N seeds (seed, seed+1, ...)")] = None,
+    tag: Annotated[Optional[str], typer.Option("--tag", "-t", help="tag of the sweep [default: sweep-<experiment>-<time>]")] = None,
+    priority: Annotated[int, typer.Option("--priority", help="higher runs first")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show the grid; write nothing")] = False,
+    start: Annotated[bool, typer.Option("--start-scheduler/--no-start-scheduler", help="start a background scheduler when none is alive")] = True,
+    db: DbOption = None,
+) -> None:
+    """Queue a grid of runs (every point validated first) under one tag; prints the tag."""
+    from core.sweep import plan_sweep, queue_sweep
+
+    plan = plan_sweep(experiment, param or [], fixed=fixed or [], seeds=seeds, tag=tag)
+    axes = "  ".join(f"{k}={','.join(v)}" for k, v in plan.axes.items())
+    if dry_run:
+        err_console.print(f"{len(plan.points)} runs of {experiment}: {axes} (dry run, nothing queued)")
+        for point in plan.points:
+            console.print(json.dumps({k: point[k] for k in plan.axes}), highlight=False)
+        return
+    database = _db(db, create=True)
+    ids = queue_sweep(database, plan, priority=priority)
+    err_console.print(f"{len(ids)} runs of {experiment} queued (runs {ids[0]}–{ids[-1]}): {axes}")
+    err_console.print(f"compare with: hrm compare --tag {plan.tag}")
+    sys.stdout.write(plan.tag + "\n")
+    _start_scheduler(database, start)
+
+
+def register(app: typer.Typer) -> None:
+    """Add compare, reproduce, report and sweep to the root ``hrm`` app (idempotent)."""
+    have = {c.name for c in app.registered_commands}
+    for name, func in (("compare", compare), ("reproduce", reproduce), ("report", report_cmd), ("sweep", sweep)):
+        if name not in have:
+            app.command(name)(func)
+
+
+__all__ = ["register", "rich_table", "FORMATS"]

@@ -1,0 +1,1 @@
+"""``hrm-tui``: the Textual dashboard over the run registry (entry point: :func:`hrm_tui.tui.app.main`)."""

@@ -1,0 +1,368 @@
+"""``hrm-tui``: the dashboard. A thin front end over :mod:`core.api`, like the ``hrm`` CLI.
+
+The app owns the registry connection, one poll worker and the merged state (the run list, the
+metric history of the runs a screen is watching). Screens subscribe to its signals. It never
+owns a worker process: quitting never stops training, and any number of dashboards can watch
+one registry. Actions (submit, cancel, retry, delete) go through ``core.api`` on a thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.signal import Signal
+from textual.worker import Worker, WorkerState
+
+from core import api
+from core.registry.db import Database, sqlite_path
+from hrm_tui.tui.messages import ActionFinished, LogsArrived, MetricsArrived, RegistryPolled, RunsChanged
+from hrm_tui.tui.poller import GpuStat, PollResult, Watch, poll
+from hrm_tui.tui.runs_model import RunsModel
+from hrm_tui.tui.series import RunSeries
+
+DEFAULT_POLL_INTERVAL = 0.5
+FIRST_PAGE = 200
+"""Runs read by the very first poll, so the table fills before the full list is read."""
+LOG_KEEP = 5000
+"""Log lines kept in memory per watched run."""
+
+
+class HrmApp(App[None]):
+    """The dashboard over one registry."""
+
+    CSS_PATH = "hrm.tcss"
+    TITLE = "hrm-tui"
+    BINDINGS = [
+        Binding("question_mark", "toggle_keys", "keys"),
+        Binding("q", "quit", "quit"),
+    ]
+
+    def __init__(
+        self,
+        db: str | os.PathLike | Database | None = None,
+        *,
+        poll_interval: float | None = DEFAULT_POLL_INTERVAL,
+        clock: Callable[[], float] = time.time,
+        start_scheduler: bool = True,
+    ) -> None:
+        """``poll_interval=None`` disables the timer (tests call :meth:`poll_once`); ``clock`` feeds
+        elapsed times (tests pin it); ``start_scheduler`` is the new-run form's default."""
+        super().__init__()
+        self.db = db if isinstance(db, Database) else api.open_registry(None if db is None else str(db), create=True)
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.start_scheduler = start_scheduler
+        self.runs = RunsModel()
+        self.counts: dict[str, int] = {}
+        self.schedulers: list[dict[str, Any]] = []
+        self.gpus: list[GpuStat] | None = None
+        self.polled = False
+        """True once the whole run list has been read."""
+        self.series: dict[int, RunSeries] = {}
+        self.logs: dict[int, list[str]] = {}
+        self._watches: dict[int, Watch] = {}
+        self._watchers: Counter[int] = Counter()
+        self._gpu_watchers = 0
+        self._watermark: float | None = None
+        self._polling = False
+        self._poll_pending = False
+        self.runs_changed: Signal[RunsChanged] = Signal(self, "runs-changed")
+        self.metrics_arrived: Signal[MetricsArrived] = Signal(self, "metrics-arrived")
+        self.logs_arrived: Signal[LogsArrived] = Signal(self, "logs-arrived")
+
+    @property
+    def db_label(self) -> str:
+        path = sqlite_path(self.db.url)
+        return path.name if path is not None else self.db.url
+
+    def on_mount(self) -> None:
+        from hrm_tui.tui.screens.dashboard import Dashboard
+
+        path = sqlite_path(self.db.url)
+        self.sub_title = str(path) if path else self.db.url
+        self.push_screen(Dashboard())
+        if self.poll_interval:
+            self.set_interval(self.poll_interval, self.poll_once)
+        self.poll_once(first_page=FIRST_PAGE)
+        self._poll_pending = True  # the full read follows at once
+
+    # --- polling ----------------------------------------------------------------------------
+
+    def poll_once(self, *, first_page: int | None = None) -> None:
+        """Start a poll now, or right after the one in flight (polls never overlap)."""
+        if self._polling:
+            self._poll_pending = True
+            return
+        self._polling = True
+        watches = {run_id: Watch(w.metric_after, w.log_after, w.file_offset) for run_id, w in self._watches.items()}
+        self.poll_registry(self._watermark, set(self.runs.rows), watches, self._gpu_watchers > 0, first_page)
+
+    @property
+    def poll_in_flight(self) -> bool:
+        return self._polling or self._poll_pending
+
+    async def settle(self) -> None:
+        """Wait until no poll is in flight and its messages are handled (tests, benchmarks)."""
+        while True:
+            await self.workers.wait_for_complete()
+            await asyncio.sleep(0)
+            if not self.poll_in_flight and not any(w.is_running for w in self.workers):
+                return
+            await asyncio.sleep(0.01)
+
+    @work(thread=True, group="poll", exit_on_error=False, description="poll the registry")
+    def poll_registry(self, watermark: float | None, known: set[int], watches: dict[int, Watch], gpus: bool,
+                      first_page: int | None = None) -> None:
+        """Read what changed since the last poll (on a thread) and post it to the UI thread.
+
+        Not ``exclusive``: :meth:`poll_once` already keeps polls from overlapping, and cancelling a
+        poll whose result is on its way would only waste the read.
+        """
+        result = poll(self.db, watermark=watermark, known=known, watches=watches, want_gpus=gpus,
+                      first_page=first_page)
+        self.post_message(RegistryPolled(result))
+
+    @on(RegistryPolled)
+    def _merge_poll(self, message: RegistryPolled) -> None:
+        result = message.result
+        changed = self.runs.apply(result.rows, removed=result.removed, full=result.full)
+        if result.watermark is not None:
+            self._watermark = max(self._watermark or 0.0, result.watermark)
+        self.counts, self.schedulers = result.counts, result.schedulers
+        self.polled = self._watermark is not None
+        if result.gpus is not None:
+            self.gpus = result.gpus
+        with self.batch_update():
+            self._merge_run_data(result)
+            self.runs_changed.publish(RunsChanged(frozenset(changed)))
+        self._poll_done()
+
+    def _merge_run_data(self, result: PollResult) -> None:
+        for run_id, rows in result.metrics.items():
+            watch = self._watches.get(run_id)
+            fresh = [r for r in rows if watch is not None and r["id"] > watch.metric_after]
+            if fresh:
+                watch.metric_after = fresh[-1]["id"]
+                self.series.setdefault(run_id, RunSeries()).extend(fresh)
+                self.metrics_arrived.publish(MetricsArrived(run_id, fresh))
+        for run_id in set(result.logs) | set(result.files):
+            watch = self._watches.get(run_id)
+            if watch is None:
+                continue
+            lines = [self._log_line(r) for r in result.logs.get(run_id, []) if r["id"] > watch.log_after]
+            if lines:
+                watch.log_after = result.logs[run_id][-1]["id"]
+            chunk = result.files.get(run_id)
+            if chunk is not None and watch.file_offset in (None, chunk[0]):
+                watch.file_offset = chunk[1]
+                lines.extend(chunk[2].splitlines())
+            if lines:
+                kept = self.logs.setdefault(run_id, [])
+                kept.extend(lines)
+                del kept[:-LOG_KEEP]
+                self.logs_arrived.publish(LogsArrived(run_id, lines))
+
+    @staticmethod
+    def _log_line(row: dict[str, Any]) -> str:
+        return f"{time.strftime('%H:%M:%S', time.localtime(row['ts']))} {row['source']}: {row['message']}"
+
+    def _poll_done(self) -> None:
+        self._polling = False
+        if self._poll_pending:
+            self._poll_pending = False
+            self.poll_once()
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        """The one place worker errors surface: a notification, and polling goes on."""
+        if event.state != WorkerState.ERROR:
+            return
+        if event.worker.group == "poll":
+            self._poll_done()
+        error = event.worker.error
+        self.notify(f"{type(error).__name__}: {error}", title=event.worker.description or "error", severity="error",
+                    markup=False)
+
+    # --- what screens watch -------------------------------------------------------------------
+
+    def watch_runs(self, run_ids: Iterable[int]) -> None:
+        """Follow these runs' metrics and logs (reference-counted; pair with :meth:`unwatch_runs`)."""
+        new = False
+        for run_id in run_ids:
+            self._watchers[run_id] += 1
+            if run_id not in self._watches:
+                self._watches[run_id] = Watch()
+                self.series[run_id] = RunSeries()
+                self.logs[run_id] = []
+                new = True
+        if new:
+            self.poll_once()
+
+    def unwatch_runs(self, run_ids: Iterable[int]) -> None:
+        for run_id in run_ids:
+            self._watchers[run_id] -= 1
+            if self._watchers[run_id] <= 0:
+                del self._watchers[run_id]
+                self._watches.pop(run_id, None)
+                self.series.pop(run_id, None)
+                self.logs.pop(run_id, None)
+
+    def watch_gpus(self, on: bool) -> None:
+        self._gpu_watchers += 1 if on else -1
+        if on:
+            self.poll_once()
+
+    @property
+    def scheduler_alive(self) -> bool:
+        return bool(self.schedulers)
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def open_run(self, run_id: int) -> None:
+        from hrm_tui.tui.screens.run_view import RunScreen
+
+        self.push_screen(RunScreen(run_id))
+
+    def open_logs(self, run_id: int) -> None:
+        from hrm_tui.tui.screens.logs import LogScreen
+
+        self.push_screen(LogScreen(run_id))
+
+    def open_compare(self, run_ids: list[int]) -> None:
+        from hrm_tui.tui.screens.compare import CompareScreen
+
+        if len(run_ids) < 2:
+            self.notify("mark at least two runs with space, then press c", severity="warning")
+            return
+        self.push_screen(CompareScreen(run_ids))
+
+    def open_queue(self) -> None:
+        from hrm_tui.tui.screens.queue import QueueScreen
+
+        self.push_screen(QueueScreen())
+
+    def action_open_queue(self) -> None:
+        self.open_queue()
+
+    def action_new_run(self) -> None:
+        self.new_run()
+
+    def new_run(self, experiment: str | None = None) -> None:
+        from hrm_tui.tui.screens.new_run import NewRunScreen
+
+        self.push_screen(NewRunScreen(experiment, start_scheduler=self.start_scheduler), self._submitted)
+
+    def _submitted(self, request: dict[str, Any] | None) -> None:
+        if request is None:
+            return
+        start = request.pop("start_scheduler")
+
+        def submit() -> Any:
+            run = api.submit(self.db, **request)
+            if start:
+                api.ensure_scheduler(self.db)
+            return run
+
+        self.run_registry_action("queued", None, submit)
+
+    def cancel_run(self, run_id: int | None) -> None:
+        row = self._require(run_id)
+        if row is not None:
+            self._confirm(f"Cancel run {row.id} ({row.experiment}, {row.status})?", "cancel",
+                          lambda: self.run_registry_action("cancel", row.id, partial(api.cancel, self.db, row.id)))
+
+    def retry_run(self, run_id: int | None) -> None:
+        row = self._require(run_id)
+        if row is not None:
+            self.run_registry_action("retry", row.id, partial(api.retry, self.db, row.id))
+
+    def delete_run(self, run_id: int | None) -> None:
+        row = self._require(run_id)
+        if row is not None:
+            self._confirm(f"Delete run {row.id} ({row.experiment}, {row.status}) and all its metrics?", "delete",
+                          lambda: self.run_registry_action("delete", row.id, partial(api.delete, self.db, row.id)))
+
+    def _require(self, run_id: int | None):
+        row = self.runs.get(run_id) if run_id is not None else None
+        if row is None:
+            self.notify("no run selected", severity="warning")
+        return row
+
+    def _confirm(self, question: str, verb: str, then: Callable[[], None]) -> None:
+        from hrm_tui.tui.screens.confirm import ConfirmScreen
+
+        self.push_screen(ConfirmScreen(question, verb), lambda ok: then() if ok else None)
+
+    @work(thread=True, group="actions", exit_on_error=False, description="registry action")
+    def run_registry_action(self, verb: str, run_id: int | None, action: Callable[[], Any]) -> None:
+        """Run a ``core.api`` call off the UI thread; a UserError comes back as a message."""
+        try:
+            outcome = action()
+        except api.UserError as exc:
+            self.post_message(ActionFinished(verb, run_id, error=str(exc)))
+        else:
+            self.post_message(ActionFinished(verb, run_id, outcome))
+
+    @on(ActionFinished)
+    def _action_finished(self, message: ActionFinished) -> None:
+        if message.error:
+            self.notify(message.error, title=message.verb, severity="error", markup=False)
+        else:
+            self.notify(self._describe(message), title=message.verb)
+        self.poll_once()
+
+    @staticmethod
+    def _describe(message: ActionFinished) -> str:
+        outcome = message.outcome
+        if message.verb == "cancel":
+            return f"run {message.run_id}: " + ("cancelled" if outcome.status == "cancelled" else "cancel requested")
+        if message.verb == "retry":
+            return f"run {outcome.id} queued (retry of {message.run_id})"
+        if message.verb == "delete":
+            return f"run {message.run_id} deleted"
+        return f"run {outcome.id} queued ({outcome.experiment}, {outcome.variant})"
+
+    # --- command palette ----------------------------------------------------------------------
+
+    def action_toggle_keys(self) -> None:
+        """Show or hide the panel listing every key of the current screen."""
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New run", "Queue a run from a form generated from the experiment's config",
+                            self.new_run)
+        yield SystemCommand("Queue and GPUs", "Queued, running and finished runs; per-GPU slots", self.open_queue)
+        for action, title, help_text in getattr(screen, "PALETTE", ()):
+            yield SystemCommand(title, help_text, partial(self.run_action, action, screen))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="hrm-tui", description="Dashboard over an hrm run registry.")
+    parser.add_argument("--db", default=os.environ.get("HRM_DB"),
+                        help="registry path or SQLAlchemy URL [env HRM_DB, default ./runs.db]")
+    parser.add_argument("--poll", type=float, default=DEFAULT_POLL_INTERVAL, help="seconds between polls")
+    args = parser.parse_args(argv)
+    try:
+        app = HrmApp(db=args.db, poll_interval=max(0.1, args.poll))
+    except api.UserError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    app.run()
+
+
+if __name__ == "__main__":
+    main()

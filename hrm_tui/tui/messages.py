@@ -1,0 +1,54 @@
+"""Every Message the dashboard posts. Past tense: something happened.
+
+The poll worker posts :class:`RegistryPolled` (thread-safe ``post_message``); the app merges it
+and re-publishes the parts as :class:`~textual.signal.Signal` data to whichever screens are open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+from hrm_tui.tui.poller import PollResult
+
+
+@dataclass
+class RegistryPolled(Message):
+    """A poll finished. Carries metric rows, so it is never collapsed (no ``can_replace``)."""
+
+    result: PollResult
+
+
+@dataclass
+class ActionFinished(Message):
+    """A registry action (submit, cancel, retry, delete) ran on a worker thread."""
+
+    verb: str
+    run_id: int | None
+    outcome: Any = None
+    error: str | None = None
+
+
+@dataclass
+class RunsChanged:
+    """Signal data: the run list changed (``ids`` of the changed runs; empty on a clock tick)."""
+
+    ids: frozenset[int]
+
+
+@dataclass
+class MetricsArrived:
+    """Signal data: new metric rows of one run."""
+
+    run_id: int
+    rows: list[dict[str, Any]]
+
+
+@dataclass
+class LogsArrived:
+    """Signal data: new log lines (registry log rows and worker.log text) of one run."""
+
+    run_id: int
+    lines: list[str]

@@ -1,0 +1,200 @@
+"""One run, live: header, train/val curves, per-layer heatmap, stage selector, config, log, tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Footer, Log, Static, Tab, TabbedContent, TabPane, Tabs
+
+from core import api
+from core.registry import store
+from hrm_tui import render
+from hrm_tui.tui.messages import LogsArrived, MetricsArrived, RunsChanged
+from hrm_tui.tui.runs_model import progress_bar, status_cell
+from hrm_tui.tui.screens.base import RUN_ACTION_BINDINGS, RUN_ACTION_PALETTE, HrmScreen
+from hrm_tui.tui.series import ALL_STAGES, RunSeries
+from hrm_tui.tui.widgets.layer_heatmap import LayerHeatmap
+from hrm_tui.tui.widgets.loss_chart import LossChart
+
+TABS = ("curves", "log", "config", "tables")
+
+
+class RunScreen(HrmScreen):
+    """Everything about one run; metric rows arrive incrementally from the app's poll."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "back"),
+        *RUN_ACTION_BINDINGS,
+        Binding("right_square_bracket", "stage(1)", "next stage"),
+        Binding("left_square_bracket", "stage(-1)", "previous stage", show=False),
+        Binding("k", "layer_key", "layer key"),
+        *(Binding(str(i + 1), f"tab('{name}')", name, show=False) for i, name in enumerate(TABS)),
+    ]
+    PALETTE = [*RUN_ACTION_PALETTE, ("layer_key", "Next per-layer key", "Show the next per-layer metric")]
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(classes="run-screen")
+        self.run_id = run_id
+        self.stage = ALL_STAGES
+        self.layer_key: str | None = None
+        self.record: dict[str, Any] | None = None
+        self.tables: list[dict[str, Any]] = []
+
+    @property
+    def current_run_id(self) -> int | None:
+        return self.run_id
+
+    @property
+    def series(self) -> RunSeries:
+        return self.app.series.get(self.run_id) or RunSeries()
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="run-header")
+        yield Tabs(id="stages")
+        with TabbedContent(id="run-tabs"):
+            with TabPane("1 Curves", id="curves"):
+                with Horizontal(id="charts"):
+                    yield LossChart("loss", id="loss-chart")
+                    yield LossChart("perplexity", id="other-chart")
+                yield LayerHeatmap(id="heatmap")
+            with TabPane("2 Log", id="log"):
+                yield Log(id="run-log", max_lines=5000)
+            with TabPane("3 Config", id="config"):
+                yield VerticalScroll(Static(id="config-text"))
+            with TabPane("4 Tables", id="tables"):
+                yield VerticalScroll(Static("no analysis tables", id="tables-text"))
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#stages", Tabs).display = False
+        self.app.watch_runs([self.run_id])
+        self.query_one("#run-log", Log).write_lines(self.app.logs.get(self.run_id, []))
+        self._redraw()
+        self.load_details()
+
+    def on_unmount(self) -> None:
+        self.app.unwatch_runs([self.run_id])
+
+    # --- data -------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="details", exit_on_error=False, description="read run details")
+    def load_details(self) -> None:
+        records = api.list_records(self.app.db, ids=[self.run_id])
+        tables = store.result_tables(self.app.db, self.run_id) if records else []
+        self.app.call_from_thread(self._show_details, records[0] if records else None, tables)
+
+    def _show_details(self, record: dict[str, Any] | None, tables: list[dict[str, Any]]) -> None:
+        self.record, self.tables = record, tables
+        if record is None:
+            self.query_one("#run-header", Static).update(Text(f"run {self.run_id} no longer exists", style="red"))
+            return
+        parts: list[Any] = [render.run_header(record)]
+        summary = render.summary_table(record["latest"])
+        if summary is not None:
+            parts.append(summary)
+        self.query_one("#config-text", Static).update(Group(*parts))
+        if tables:
+            self.query_one("#tables-text", Static).update(
+                Group(*(render.result_table(t["name"], t["rows"], t["stage"]) for t in tables)))
+        self._update_header()
+
+    def runs_changed(self, event: RunsChanged) -> None:
+        if self.run_id in event.ids:
+            self.load_details()
+        self._update_header()
+
+    def metrics_arrived(self, event: MetricsArrived) -> None:
+        if event.run_id == self.run_id:
+            self._redraw()
+
+    def logs_arrived(self, event: LogsArrived) -> None:
+        if event.run_id == self.run_id:
+            self.query_one("#run-log", Log).write_lines(event.lines)
+
+    # --- drawing ----------------------------------------------------------------------------
+
+    def _update_header(self) -> None:
+        row = self.app.runs.get(self.run_id)
+        if row is None:
+            return
+        head = Text.assemble((f"run {row.id} ", "bold"), (row.experiment, "bold"), f" ({row.variant})  ",
+                             status_cell(row), "  ", render.progress_text(row.progress), " ",
+                             progress_bar(row.epoch, row.total_epochs, width=10))
+        if row.stage_name:
+            head.append(f"  {row.stage_name}", style="italic")
+        if row.headline is not None:
+            head.append(f"  {row.headline_key} {render.fmt(row.headline)}", style="bold")
+        info = Text(f"elapsed {render.duration(row.elapsed(self.app.clock()))}  gpu {row.gpu or '—'}  ", style="dim")
+        info.append("  ".join(f"{k}={render.fmt(v)}" for k, v in row.config.items()))
+        lines = [head, info]
+        error = (self.record or {}).get("error")
+        if error:
+            lines.append(Text(f"error: {error}", style="red"))
+        text = Text("\n").join(lines)
+        text.no_wrap, text.overflow = True, "ellipsis"
+        self.query_one("#run-header", Static).update(text)
+
+    def _redraw(self) -> None:
+        series = self.series
+        self._sync_stage_tabs(series.stages())
+        keys = series.epoch_keys()
+        losses = [k for k in keys if "loss" in k]
+        others = [k for k in keys if k not in losses and "ppl" in k] or [k for k in keys if k not in losses][:3]
+        stage_note = "" if self.stage == ALL_STAGES else f" · stage {self.stage}"
+        markers = series.stage_starts() if self.stage == ALL_STAGES else []
+        if markers:
+            stage_note = " · all stages (│ = next stage)"
+        with self.app.batch_update():
+            self.query_one("#loss-chart", LossChart).set_series(series.curves(losses, self.stage),
+                                                                title=f"loss{stage_note}", markers=markers)
+            other = self.query_one("#other-chart", LossChart)
+            other.display = bool(others)
+            other.set_series(series.curves(others, self.stage), title=", ".join(others) + stage_note,
+                             markers=markers)
+            layer_keys = series.layer_keys()
+            if self.layer_key not in layer_keys:
+                self.layer_key = layer_keys[0] if layer_keys else None
+            heatmap = self.query_one(LayerHeatmap)
+            width = max(4, (self.size.width - 16) // 10)
+            heatmap.show(series.grid(self.layer_key, self.stage, max_columns=width) if self.layer_key else None)
+
+    def _sync_stage_tabs(self, stages: list[int]) -> None:
+        tabs = self.query_one("#stages", Tabs)
+        staged = [s for s in stages if s > 0]
+        if not staged:
+            return
+        tabs.display = True
+        if tabs.tab_count == 0:
+            tabs.add_tab(Tab("all stages", id="stage-all"))
+        for stage in staged:
+            if not tabs.query(f"#stage-{stage}"):
+                tabs.add_tab(Tab(f"stage {stage}", id=f"stage-{stage}"))
+
+    @on(Tabs.TabActivated, "#stages")
+    def _stage_chosen(self, event: Tabs.TabActivated) -> None:
+        suffix = (event.tab.id or "stage-all").removeprefix("stage-")
+        stage = ALL_STAGES if suffix == "all" else int(suffix)
+        if stage != self.stage:
+            self.stage = stage
+            self._redraw()
+
+    def action_stage(self, step: int) -> None:
+        tabs = self.query_one("#stages", Tabs)
+        if tabs.tab_count:
+            tabs.action_next_tab() if step > 0 else tabs.action_previous_tab()
+
+    def action_layer_key(self) -> None:
+        keys = self.series.layer_keys()
+        if keys:
+            index = keys.index(self.layer_key) + 1 if self.layer_key in keys else 0
+            self.layer_key = keys[index % len(keys)]
+            self._redraw()
+
+    def action_tab(self, name: str) -> None:
+        self.query_one("#run-tabs", TabbedContent).active = name

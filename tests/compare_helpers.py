@@ -1,0 +1,188 @@
+"""Helpers of the compare/reproduce tests: write finished runs fast, and runs that print a report's numbers.
+
+``fake_run`` writes a run the way a worker does (``api.submit`` when the experiment is in the
+catalog, then ``RegistryEmitter`` events, then a terminal status). ``published_runs`` builds, for
+every run key of a published-numbers file, the events that make each ``ref`` resolve to the
+published value: the inverse of :func:`core.reproduce.compare_report`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from core import api, published
+from core.experiments import catalog
+from core.registry import RunStatus, store
+from core.registry.emitter import RegistryEmitter
+
+EXPERIMENT_MODULES = [
+    "lpt", "irt", "infini_hrm", "hrm", "layer_freezing", "greedy_layerwise", "progressive", "layer_contribution",
+    "early_exit", "confidence_routing", "lpt_routing", "saturation", "hard_tokens", "cascade",
+]
+
+
+def register_all(monkeypatch) -> list[str]:
+    """Register every experiment module that exists on disk (tests must not depend on the lead's order)."""
+    import core.experiments as experiments
+
+    modules = list(experiments._MODULES)
+    for name in EXPERIMENT_MODULES:
+        module = f"core.experiments.{name}"
+        if module not in modules and importlib.util.find_spec(module) is not None:
+            modules.append(module)
+    monkeypatch.setattr(experiments, "_MODULES", modules)
+    experiments.catalog.cache_clear()
+    return sorted(catalog())
+
+
+def _register_here() -> None:
+    """``register_all`` for a worker process (no monkeypatch: the process is thrown away)."""
+    import core.experiments as experiments
+
+    for name in EXPERIMENT_MODULES:
+        module = f"core.experiments.{name}"
+        if module not in experiments._MODULES and importlib.util.find_spec(module) is not None:
+            experiments._MODULES.append(module)
+    experiments.catalog.cache_clear()
+
+
+def _execute(db_url: str, run_id: int) -> int:
+    from core.worker import execute
+
+    return execute(db_url, run_id)
+
+
+def execute_runs(db_url: str, run_ids: Iterable[int], *, workers: int = 1) -> dict[int, int]:
+    """Run queued runs to their end with ``core.worker.execute``: in this process, or in ``workers``
+    spawned processes (each with every experiment module registered). {run id: exit code}."""
+    ids = list(run_ids)
+    if workers <= 1:
+        return {i: _execute(db_url, i) for i in ids}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_register_here) as pool:
+        return dict(zip(ids, pool.map(_execute, [db_url] * len(ids), ids)))
+
+
+def fake_run(db, experiment: str, config: Mapping[str, Any] | None = None, *, tags: Iterable[str] = (),
+             info: Mapping[str, Any] | None = None, summaries: Mapping[int, Mapping[str, float]] | None = None,
+             epochs: Mapping[int, Iterable[tuple[int, Mapping[str, float]]]] | None = None,
+             layers: Mapping[tuple[int, int | None], Mapping[int, Mapping[str, float]]] | None = None,
+             tables: Iterable[tuple[str, int, list[dict[str, Any]]]] = (), status: str = "completed") -> int:
+    """A run with these events; returns its id."""
+    config = dict(config or {})
+    if experiment in catalog():
+        run = api.submit(db, experiment, config, tags=list(tags))
+    else:
+        run = store.create_run(db, experiment, config, tags=list(tags), headline_key="best_val_ppl")
+    if status == "queued":
+        return run.id
+    store.mark_running(db, run.id, pid=1, host="test", info={"seed": config.get("seed", 42)})
+    emit = RegistryEmitter(db, run.id)
+    if info:
+        emit.info(**info)
+    for stage, rows in (epochs or {}).items():
+        for epoch, metrics in rows:
+            emit.epoch(epoch, metrics, stage=stage)
+    for (stage, epoch), per_layer in (layers or {}).items():
+        emit.layers(epoch, per_layer, stage=stage)
+    for name, stage, rows in tables:
+        emit.table(name, rows, stage=stage)
+    for stage, metrics in sorted((summaries or {}).items(), reverse=True):
+        emit.summary(metrics, stage=stage)
+    if status != "running":
+        store.finish_run(db, run.id, RunStatus(status))
+    return run.id
+
+
+def _number(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def published_events(report: str, *, perturb: Mapping[tuple[str, str, str], float] | None = None
+                     ) -> dict[str, dict[str, Any]]:
+    """{run key: fake_run keyword arguments} whose numbers equal the report's printed ones.
+
+    ``perturb`` maps (table id, row label, column) → a factor applied to that number.
+    """
+    doc = published.load(report)
+    perturb = perturb or {}
+    pinned: set[tuple] = set()  # perturbed numbers win over other cells that read the same metric
+    events: dict[str, dict[str, Any]] = {k: {"summaries": {}, "epochs": {}, "layers": {}, "tables": {}, "info": {}}
+                                         for k in doc["runs"]}
+    for table in doc["tables"]:
+        for row in table["rows"]:
+            if not row.get("reproducible", True):
+                continue
+            for ci, col in enumerate(table["columns"]):
+                pub = published.parse_printed(row["values"][ci])
+                ref = row.get("refs", {}).get(col["name"], col.get("ref"))
+                if not pub.numeric or ref is None or "derived" in ref:
+                    continue
+                ref = _subst(ref["any"][0] if "any" in ref else ref, row)
+                value = pub.value * pub.scale / ref.get("scale", 1.0)
+                run_key = ref.get("run", row.get("run"))
+                ev = events[run_key]
+                stage = ref.get("stage", row.get("stage")) or 0
+                cell = (table["id"], row["label"], col["name"])
+                if cell in perturb:
+                    value *= perturb[cell]
+                    pinned.add((run_key, stage, json.dumps(ref, sort_keys=True, default=str)))
+                elif (run_key, stage, json.dumps(ref, sort_keys=True, default=str)) in pinned:
+                    continue
+                if "metric" in ref:
+                    summary = ev["summaries"].setdefault(stage, {})
+                    if ref["metric"] not in summary or pub.scale == 1.0:  # "134,515,008" beats "134.5M"
+                        summary[ref["metric"]] = value
+                elif "info" in ref:
+                    ev["info"][ref["info"]] = value
+                elif "layer" in ref:
+                    ev["layers"].setdefault((stage, ref.get("epoch")), {}).setdefault(ref["layer"], {})[ref["key"]] = value
+                elif "epoch" in ref:
+                    ev["epochs"].setdefault(stage, {}).setdefault(ref["epoch"], {})[ref["key"]] = value
+                elif "table" in ref:
+                    where = {k: _number(v) for k, v in ref.get("where", {}).items()}
+                    rows = ev["tables"].setdefault((ref["table"], stage), [])
+                    target = next((r for r in rows if all(r.get(k) == v for k, v in where.items())), None)
+                    if target is None:
+                        target = dict(where)
+                        rows.append(target)
+                    target[ref["col"]] = value
+    out = {}
+    for key, ev in events.items():
+        out[key] = {
+            "info": ev["info"],
+            "summaries": ev["summaries"],
+            "epochs": {s: sorted(rows.items()) for s, rows in ev["epochs"].items()},
+            "layers": ev["layers"],
+            "tables": [(name, stage, rows) for (name, stage), rows in ev["tables"].items()],
+        }
+    return out
+
+
+def _subst(ref: Any, row: Mapping[str, Any]) -> Any:
+    from core.reproduce import _subst as subst
+
+    return subst(ref, row)
+
+
+def seed_published(db, report: str, variant: str = "published", *, perturb=None, skip: Iterable[str] = (),
+                   tags: Iterable[str] = ()) -> dict[str, int]:
+    """One finished run per run key of ``report`` printing the published numbers; {run key: run id}."""
+    doc = published.load(report)
+    events = published_events(report, perturb=perturb)
+    ids = {}
+    for key, spec in doc["runs"].items():
+        if key in skip:
+            continue
+        config = {**spec["config"], **spec.get(variant, {}), "variant": variant}
+        ids[key] = fake_run(db, spec["experiment"], config, tags=tags, **events[key])
+    return ids
