@@ -57,7 +57,10 @@ def format_validation_error(exc: ValidationError) -> str:
     got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
     if err["type"] == "extra_forbidden":
         return f"unknown option {where}"
-    return f"{where}: {err['msg']}{got}"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error" and not loc:
+        return message
+    return f"{where}: {message}{got}"
 
 
 def validate_config(experiment: str, values: Mapping[str, Any]):

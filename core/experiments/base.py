@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Variant = Literal["published", "corrected"]
 
@@ -32,6 +32,20 @@ class ExperimentConfig(BaseModel):
     )
     seed: int = Field(42, ge=0, le=2**31 - 1, description="random seed")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu or cuda[:N]")
+
+    @model_validator(mode="after")
+    def _local_paths_exist(self) -> ExperimentConfig:
+        """A missing data file or model path is the user's mistake: refuse it before anything is queued."""
+        import os
+
+        for name in ("data_dir", "data_file", "model"):
+            value = getattr(self, name, None)
+            if not isinstance(value, str) or not value:
+                continue
+            local = name != "model" or value.startswith(("/", "./", "../", "~")) or value.endswith(".gguf")
+            if local and not os.path.exists(os.path.expanduser(value)):
+                raise ValueError(f"--{name.replace('_', '-')}: {value!r} does not exist")
+        return self
 
 
 class Emitter(Protocol):
