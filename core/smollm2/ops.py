@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +147,110 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: Most tokens per forward of :func:`run_frozen` on CUDA: 32k tokens keep an H100 busy (the 576-wide
+#: GEMMs at full speed, per-forward overheads amortised: +15 % over 16k, +30 % over 8k).
+CUDA_FORWARD_TOKENS = 32_768
+
+
+def forward_rows(batch_size: int, seq_len: int, device: torch.device, forward_tokens: int | None = None,
+                 bytes_per_token: int = 0) -> int:
+    """Windows per forward: ``batch_size`` on CPU (results stay bit-identical to earlier runs); on
+    CUDA up to ``forward_tokens`` (default :data:`CUDA_FORWARD_TOKENS`) tokens, because a 135M model
+    on 8-16 windows leaves an H100 idle, capped so that ``bytes_per_token`` of temporaries (logits,
+    hidden states) use at most half of the free GPU memory. Rows of a causal LM are independent (no
+    padding), so the grouping changes nothing but float rounding of the kernels chosen."""
+    if device.type != "cuda":
+        return batch_size
+    tokens = forward_tokens or CUDA_FORWARD_TOKENS
+    if bytes_per_token and forward_tokens is None:
+        free, _ = torch.cuda.mem_get_info(device)
+        tokens = min(tokens, max(1, free // 2 // bytes_per_token))
+    return max(batch_size, tokens // max(1, seq_len))
+
+
+def frozen_bytes_per_token(cfg: Any) -> int:
+    """GPU temporaries of :func:`run_frozen` per token: float32 logits three times (logits, their
+    float copy, log-probabilities) and all hidden states four times (states, stack, normalised, product)."""
+    return 3 * 4 * int(cfg.vocab_size) + 4 * 4 * (int(cfg.num_hidden_layers) + 1) * int(cfg.hidden_size)
+
+
+def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy of [B, T, V] logits against [B, T] labels (float32 result).
+
+    On CUDA the classes stay the last, contiguous dimension. The textbook call
+    ``cross_entropy(logits.transpose(1, 2), y)`` makes PyTorch pick its "spatial" log-softmax kernel,
+    which with 128 positions runs ONE thread per (window, position) over all 49,152 classes: about
+    90 ms per 16 x 128 batch on an H100 whatever the dtype, the main reason extraction ran at ~21 k
+    tokens/s. CPU keeps that original layout so CPU results stay bit-identical to earlier runs.
+    """
+    lf = logits.float()
+    if lf.device.type == "cpu":
+        return F.cross_entropy(lf.transpose(1, 2), labels, reduction="none")
+    v = lf.shape[-1]
+    return F.cross_entropy(lf.reshape(-1, v), labels.reshape(-1), reduction="none").view(labels.shape)
+
+
+def layer_cos_all(hs: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
+    """[L, ...] float32: cos(h[i-1], h[i]) for i = 1..L (report 003's "Layer i"), in one pass.
+
+    Same arithmetic as ``cos_sim(hs[i-1], hs[i], dtype=dtype)`` per pair (bit-identical on CPU) but
+    each state is normalised once instead of twice and a handful of kernels replace 30 x 6.
+    """
+    st = torch.stack(list(hs))
+    if dtype is not None:
+        st = st.to(dtype)
+    n = F.normalize(st, dim=-1)
+    return (n[:-1] * n[1:]).sum(dim=-1).float()
+
+
+def ce_argmax(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-token CE, argmax) of [..., V] logits as logsumexp - logit[label]: compiled, one pass over the
+    logits without a float32 copy or a log-softmax tensor (the compiled extraction path)."""
+    lf = logits.float()
+    ce = torch.logsumexp(lf, dim=-1) - lf.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    return ce, logits.argmax(-1)
+
+
+def _frozen_batch(
+    lm: Any, kw: dict[str, torch.Tensor], y: torch.Tensor, *, rule: CosRule, cos_dtype: torch.dtype | None,
+    keep_hidden: bool, hidden_dtype: torch.dtype, layer_cos: bool, layer_cos_dtype: torch.dtype | None,
+    autocast: torch.dtype | None, device: torch.device, compiled: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One forward with all hidden states and everything kept from it, left on the model's device."""
+    ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else _null()
+    with ctx:
+        out = lm.model(output_hidden_states=True, use_cache=False, **kw)
+        hs = out.hidden_states
+        logits = lm.lm_head(hs[-1])
+    if compiled:
+        ce, arg = _compiled("ce_argmax")(logits, y)
+    else:
+        ce, arg = token_ce(logits, y), logits.argmax(-1)  # = argmax of the float32 upcast (exact)
+    part = {"ce": ce, "ok": arg == y, "cos": cos_rule(hs, rule, dtype=cos_dtype)}
+    if keep_hidden:
+        part["h"] = hs[-1].to(dtype=hidden_dtype)
+    if layer_cos:
+        part["lc"] = (_compiled("layer_cos") if compiled else layer_cos_all)(hs, layer_cos_dtype)
+    return part
+
+
+@contextmanager
+def compiled_layers(lm: Any) -> Iterator[None]:
+    """Run each decoder layer's ``forward`` through ``torch.compile`` inside the block ("regional"
+    compilation: the 30 layers share one compiled code, compiled once per process, not 30 times);
+    inductor fuses the RMSNorms, rotary, SiLU gate and residual adds that make the eager bf16 layer
+    memory-bound (H100, bf16 autocast: 306 k -> 700 k tokens/s). The layer's own hooks (which collect
+    ``hidden_states``) stay eager."""
+    layers = [ly for ly in lm.model.layers if "forward" not in vars(ly)]
+    for ly in layers:
+        ly.forward = torch.compile(ly.forward, dynamic=False)
+    try:
+        yield
+    finally:
+        for ly in layers:
+            del ly.forward
+
+
 @torch.inference_mode()
 def run_frozen(
     lm: Any,
@@ -162,52 +267,64 @@ def run_frozen(
     layer_cos_dtype: torch.dtype | None = None,
     autocast: torch.dtype | None = None,
     store_device: str | torch.device | None = None,
+    forward_tokens: int | None = None,
+    compiled: bool = False,
 ) -> BasePass:
     """Batched forward of a frozen causal LM over [N, T] ids (or [N, T, D] embeddings).
 
-    One forward per batch, everything vectorised (no per-token loops). ``cos_dtype``: the dtype of the
-    cos arithmetic (fp16 reproduces B18); None keeps the hidden states' dtype. ``autocast``: run the
-    forward under autocast of that dtype (e.g. bf16 on CUDA).
+    One forward per :func:`forward_rows` windows, everything vectorised (no per-token or per-layer
+    loops) and kept on the model's device until one transfer to ``store_device`` at the end (no
+    per-batch host syncs). ``cos_dtype``: the dtype of the cos arithmetic (fp16 reproduces B18); None
+    keeps the hidden states' dtype. ``autocast``: run the forward under autocast of that dtype (bf16
+    on CUDA: ~2.7x the fp32 speed; the residual stream and norms stay fp32). ``compiled``: decoder
+    layers, CE and per-layer cos through ``torch.compile`` (CUDA only; float-noise differences, bf16
+    rounding differences under autocast; ~15 s of compilation once per process and shape, so worth
+    it for large extractions only; the last batch is padded to keep one shape). ``seconds`` covers
+    the forwards, the statistics and the final transfer.
     """
     device = next(lm.parameters()).device
     store = torch.device(store_device) if store_device is not None else device
     src = input_ids if input_ids is not None else inputs_embeds
     assert src is not None
-    n = src.shape[0]
-    cos_l, ce_l, ok_l, h_l, lc_l = [], [], [], [], []
+    n, T = src.shape[0], src.shape[1]
+    rows = forward_rows(batch_size, T, device, forward_tokens, bytes_per_token=frozen_bytes_per_token(lm.config))
+    compiled = compiled and device.type == "cuda"
+    opts = dict(rule=rule, cos_dtype=cos_dtype, keep_hidden=keep_hidden, hidden_dtype=hidden_dtype,
+                layer_cos=layer_cos, layer_cos_dtype=layer_cos_dtype, autocast=autocast, device=device,
+                compiled=compiled)
+    parts: list[dict[str, torch.Tensor]] = []
     _sync(device)
     t0 = time.perf_counter()
-    for s in range(0, n, batch_size):
-        kw: dict[str, Any] = {}
-        if input_ids is not None:
-            kw["input_ids"] = input_ids[s:s + batch_size].to(device, non_blocking=True)
-        else:
-            assert inputs_embeds is not None
-            kw["inputs_embeds"] = inputs_embeds[s:s + batch_size].to(device, dtype=lm.dtype, non_blocking=True)
-        y = labels[s:s + batch_size].to(device, non_blocking=True)
-        ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else _null()
-        with ctx:
-            out = lm.model(output_hidden_states=True, use_cache=False, **kw)
-            hs = out.hidden_states
-            logits = lm.lm_head(hs[-1])
-        lf = logits.float()
-        ce_l.append(F.cross_entropy(lf.transpose(1, 2), y, reduction="none").to(store))
-        ok_l.append((lf.argmax(-1) == y).to(store))
-        cos_l.append(cos_rule(hs, rule, dtype=cos_dtype).to(store))
-        if keep_hidden:
-            h_l.append(hs[-1].to(store, dtype=hidden_dtype))
-        if layer_cos:
-            lc_l.append(torch.stack([
-                cos_sim(hs[i - 1], hs[i], dtype=layer_cos_dtype).float() for i in range(1, len(hs))
-            ]).to(store))
-    _sync(device)
-    secs = time.perf_counter() - t0
-    return BasePass(
-        cos=torch.cat(cos_l), ce=torch.cat(ce_l), correct=torch.cat(ok_l),
-        h_out=torch.cat(h_l) if keep_hidden else None,
-        layer_cos=torch.cat(lc_l, dim=1) if layer_cos else None,
-        seconds=secs, tokens=int(labels.numel()),
+    y_all = labels.to(device, non_blocking=True)
+    with compiled_layers(lm) if compiled else _null():
+        for s in range(0, n, rows):
+            if input_ids is not None:
+                kw = {"input_ids": input_ids[s:s + rows].to(device, non_blocking=True)}
+            else:
+                assert inputs_embeds is not None
+                kw = {"inputs_embeds": inputs_embeds[s:s + rows].to(device, dtype=lm.dtype, non_blocking=True)}
+            y = y_all[s:s + rows]
+            real = y.shape[0]
+            if compiled and real < rows and n > rows:  # one static shape: pad with copies of the last row
+                kw = {k: torch.cat([v, v[-1:].expand(rows - real, *v.shape[1:])]) for k, v in kw.items()}
+                y = torch.cat([y, y[-1:].expand(rows - real, *y.shape[1:])])
+            part = _frozen_batch(lm, kw, y, **opts)
+            if y.shape[0] != real:
+                part = {k: (v[:, :real] if k == "lc" else v[:real]) for k, v in part.items()}
+            parts.append(part)
+
+    def gather(key: str, dim: int = 0) -> torch.Tensor:
+        return torch.cat([p[key] for p in parts], dim=dim).to(store)
+
+    res = BasePass(
+        cos=gather("cos"), ce=gather("ce"), correct=gather("ok"),
+        h_out=gather("h") if keep_hidden else None,
+        layer_cos=gather("lc", dim=1) if layer_cos else None,
+        tokens=int(labels.numel()),
     )
+    _sync(device)
+    res.seconds = time.perf_counter() - t0
+    return res
 
 
 class _null:
@@ -254,6 +371,93 @@ def length1_states(llama: Any, x: torch.Tensor, *, all_states: bool = False) -> 
     else:
         states.append(out)
     return states
+
+
+def rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``LlamaRMSNorm.forward`` as a pure function (same ops in the same order: bit-identical)."""
+    dt = h.dtype
+    x = h.to(torch.float32)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dt)
+
+
+def length1_block(
+    h: torch.Tensor, w_in: torch.Tensor, w_v: torch.Tensor, w_o: torch.Tensor, w_post: torch.Tensor,
+    w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, eps: float, n_kv: int, groups: int,
+) -> torch.Tensor:
+    """One Llama decoder layer on length-1 sequences [N, D], as a pure function of its weights.
+
+    The arithmetic of :func:`length1_states` (bit-identical in eager mode). Being pure, one
+    ``torch.compile`` of it serves every layer of every add-on: the weights are arguments, so only
+    their shapes are guarded, and a new stage or layer never recompiles.
+    """
+    v = F.linear(rms_norm(h, w_in, eps), w_v)
+    if groups > 1:
+        head_dim = v.shape[-1] // n_kv
+        v = v.view(-1, n_kv, 1, head_dim).expand(-1, n_kv, groups, head_dim).reshape(-1, n_kv * groups * head_dim)
+    h = h + F.linear(v, w_o)
+    n = rms_norm(h, w_post, eps)
+    return h + F.linear(F.silu(F.linear(n, w_gate)) * F.linear(n, w_up), w_down)
+
+
+def length1_head(h: torch.Tensor, w_norm: torch.Tensor, w_head: torch.Tensor, eps: float) -> torch.Tensor:
+    """Final RMSNorm + LM head of a length-1 forward: logits [N, V]."""
+    return F.linear(rms_norm(h, w_norm, eps), w_head)
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def _compiled(name: str) -> Any:
+    """``torch.compile`` (default mode: fused kernels, no CUDA graphs of its own, so the caller may
+    capture a whole training step) of one of the pure functions above, made once per process."""
+    if name not in _COMPILED:
+        fn = {"block": length1_block, "head": length1_head, "ce_argmax": ce_argmax, "layer_cos": layer_cos_all}[name]
+        _COMPILED[name] = torch.compile(fn, dynamic=False)
+    return _COMPILED[name]
+
+
+def _pure_length1_ok(addon: Any) -> bool:
+    cfg = addon.config
+    return (cfg.hidden_act == "silu" and not getattr(cfg, "attention_bias", False)
+            and not getattr(cfg, "mlp_bias", False) and getattr(addon, "lm_head", None) is not None
+            and addon.lm_head.bias is None)
+
+
+def length1_forward(addon: Any, *, compiled: bool = False) -> Any:
+    """``forward(x [N, D]) -> logits [N, V]`` of an add-on ``LlamaForCausalLM`` fed length-1 sequences.
+
+    ``compiled=False``: the model's own modules (:func:`length1_states`), ~25 kernels a layer.
+    ``compiled=True``: :func:`length1_block` / :func:`length1_head` through ``torch.compile``
+    (inductor fuses each RMSNorm, the SiLU gate and the residual adds: ~3x fewer kernels; the
+    published 001 step is launch-bound, so this matters). Float-noise differences only; compile once
+    per process (~10 s) for each input shape, so use it for the fixed-shape training step.
+    """
+    if compiled and _pure_length1_ok(addon):
+        return pure_length1_forward(addon, _compiled("block"), _compiled("head"))
+    llama, head = addon.model, addon.lm_head
+
+    def eager(x: torch.Tensor) -> torch.Tensor:
+        return head(length1_states(llama, x)[-1])
+    return eager
+
+
+def pure_length1_forward(addon: Any, block: Any = length1_block, top: Any = length1_head) -> Any:
+    """The length-1 forward through the pure functions ``block`` (per layer) and ``top`` (norm + head),
+    reading the add-on's own parameters at each call (so in-place updates and restores are seen)."""
+    cfg, llama, head = addon.config, addon.model, addon.lm_head
+    groups = cfg.num_attention_heads // cfg.num_key_value_heads
+    eps, n_kv = float(cfg.rms_norm_eps), int(cfg.num_key_value_heads)
+    weights = [(ly.input_layernorm.weight, ly.self_attn.v_proj.weight, ly.self_attn.o_proj.weight,
+                ly.post_attention_layernorm.weight, ly.mlp.gate_proj.weight, ly.mlp.up_proj.weight,
+                ly.mlp.down_proj.weight) for ly in llama.layers]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for w in weights:
+            h = block(h, *w, eps, n_kv, groups)
+        return top(h, llama.norm.weight, head.weight, eps)
+    return forward
 
 
 # --- early exit accounting ------------------------------------------------------------------------
