@@ -106,7 +106,7 @@ def analyse(outputs: dict, thresholds=DEFAULT_THRESHOLDS) -> dict:
 
 
 def run(config: EarlyExitConfig, emit: Emitter) -> None:
-    from core.experiments.toy_char_common import collect_val_outputs, train_analysis_model
+    from core.experiments.toy_char_common import analysis_summary, collect_val_outputs, train_analysis_model
 
     model, data, result, device = train_analysis_model(config, emit, config.n_layers)
     tables = analyse(collect_val_outputs(model, data.val, device), config.thresholds)
@@ -116,13 +116,7 @@ def run(config: EarlyExitConfig, emit: Emitter) -> None:
     conf = {r["last_layer"]: r["mean_l1_confidence"] for r in tables["confidence_by_outcome"]}
     emit.summary(
         {
-            "best_val_ppl": result.best_val_ppl,
-            "best_epoch": float(result.best_epoch),
-            "epochs_run": float(result.epochs_run),
-            "analysis_epoch": float(result.best_epoch if config.resolved_weights() == "best" else result.epochs_run),
-            "params": float(sum(p.numel() for p in model.parameters())),
-            "trainable_params": float(sum(p.numel() for p in model.parameters() if p.requires_grad)),
-            "val_tokens": float(tables["tokens"]),
+            **analysis_summary(config, model, result, tables["tokens"]),
             "l1_last_ce_corr": tables["ce_corr"],
             "l1_conf_last_correct": conf["correct"],
             "l1_conf_last_wrong": conf["wrong"],

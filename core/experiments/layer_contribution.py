@@ -97,7 +97,7 @@ def analyse(outputs: dict, easy_pct: float = 25.0, hard_pct: float = 75.0) -> di
 
 
 def run(config: LayerContributionConfig, emit: Emitter) -> None:
-    from core.experiments.toy_char_common import collect_val_outputs, train_analysis_model
+    from core.experiments.toy_char_common import analysis_summary, collect_val_outputs, train_analysis_model
 
     if config.easy_percentile >= config.hard_percentile:
         raise ValueError("easy_percentile must be below hard_percentile")
@@ -109,13 +109,7 @@ def run(config: LayerContributionConfig, emit: Emitter) -> None:
     improvement = {r["class"]: r["improvement_pct"] for r in tables["loss_improvement"]}
     emit.summary(
         {
-            "best_val_ppl": result.best_val_ppl,
-            "best_epoch": float(result.best_epoch),
-            "epochs_run": float(result.epochs_run),
-            "analysis_epoch": float(result.best_epoch if config.resolved_weights() == "best" else result.epochs_run),
-            "params": float(sum(p.numel() for p in model.parameters())),
-            "trainable_params": float(sum(p.numel() for p in model.parameters() if p.requires_grad)),
-            "val_tokens": float(tables["tokens"]),
+            **analysis_summary(config, model, result, tables["tokens"]),
             "easy_improvement_pct": improvement["Easy"],
             "hard_improvement_pct": improvement["Hard"],
         }

@@ -227,3 +227,17 @@ def collect_val_outputs(model: nn.Module, batches: Any, device: str) -> dict[str
         "conf1": torch.cat(conf1).double().cpu().numpy(),
         "entropy1": torch.cat(ent1).double().cpu().numpy(),
     }
+
+
+def analysis_summary(config: ToyCharConfig, model: nn.Module, result: FitResult, tokens: int) -> dict[str, float]:
+    """The run-level summary every post-training analysis shares: best PPL, which weights, sizes."""
+    analysed_best = config.resolved_weights() == "best"
+    return {
+        "best_val_ppl": result.best_val_ppl,
+        "best_epoch": float(result.best_epoch),
+        "epochs_run": float(result.epochs_run),
+        "analysis_epoch": float(result.best_epoch if analysed_best else result.epochs_run),
+        "params": float(sum(p.numel() for p in model.parameters())),
+        "trainable_params": float(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+        "val_tokens": float(tokens),
+    }
