@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,10 @@ def test_listing_the_catalog_does_not_import_torch():
     assert out.stdout.strip() == "False", out.stderr
 
 
-@pytest.mark.skipif(shutil.which("lint-imports") is None, reason="import-linter is not installed")
+LINT_IMPORTS = shutil.which("lint-imports", path=os.path.dirname(sys.executable)) or shutil.which("lint-imports")
+
+
+@pytest.mark.skipif(LINT_IMPORTS is None, reason="import-linter is not installed")
 def test_import_linter_contract():
-    out = subprocess.run(["lint-imports"], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([LINT_IMPORTS], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr

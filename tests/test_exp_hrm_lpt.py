@@ -221,9 +221,17 @@ def test_hrm_experiment_logs_train_ppl_and_initial_ppls(update):
     assert info["params_without_gradient"] == (69_888 if update == "parallel" else 4_224)
 
 
-def test_missing_data_dir_fails_the_run(tmp_path):
-    from core.data.wikitext import DataSourceError
+def test_missing_data_dir_is_refused_before_the_run(tmp_path):
+    from pydantic import ValidationError
 
     for name in ("lpt", "hrm"):
-        with pytest.raises(DataSourceError):
+        with pytest.raises(ValidationError, match="--data-dir: .* does not exist"):
             _run(name, data="dir", data_dir=str(tmp_path / "missing"), max_epochs=1)
+
+
+def test_data_dir_without_wikitext_files_fails_the_run(tmp_path):
+    from core.data.wikitext import DataSourceError
+
+    for name in ("lpt", "hrm"):  # the folder exists but holds no train/valid text: a clear runtime error
+        with pytest.raises(DataSourceError):
+            _run(name, data="dir", data_dir=str(tmp_path), max_epochs=1)
