@@ -16,34 +16,14 @@ the Exp 5/8/9 configs in :mod:`core.experiments.toy_char_common`).
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, field_validator, model_validator
 
-from core.experiments.base import ExperimentConfig
+from core.experiments.toy_char_common import CharVariantConfig
 
 
-class RoutingConfig(ExperimentConfig):
+class RoutingConfig(CharVariantConfig):
     """Data, model, optimiser and routing settings of Exp 10/11; defaults = report 004's."""
 
-    data: Literal["auto", "toy-fox", "wikitext2"] = Field(
-        "auto",
-        description=(
-            "training text: toy-fox (pipeline B, V=30, what the report really used: quirk B11), wikitext2 "
-            "(pipeline A characters, V=97); auto: toy-fox for published, wikitext2 for corrected"
-        ),
-    )
-    weights: Literal["auto", "last", "best"] = Field(
-        "auto",
-        description="weights the threshold table is computed on: last (quirk B12) or best epoch; "
-        "auto: last for published, best for corrected",
-    )
-    wikitext_source: Literal["auto", "hub", "dir", "excerpt"] = Field(
-        "auto", description="where wikitext2 text comes from (see core.data.wikitext): auto, hub, dir, excerpt"
-    )
-    data_dir: str | None = Field(
-        None, min_length=1, max_length=4096, description="directory with WikiText-2 train.txt / valid.txt"
-    )
     seq_len: int = Field(64, ge=8, le=1024, description="sequence length (characters per window)")
     batch_size: int = Field(16, ge=1, le=4096, description="sequences per batch")
     d_model: int = Field(64, ge=8, le=2048, description="model width")
@@ -69,16 +49,6 @@ class RoutingConfig(ExperimentConfig):
     cpu_threads: int = Field(
         1, ge=0, le=512, description="torch intra-op threads on CPU (0: torch's default); the digits match at 1 and 2"
     )
-
-    def resolved_data(self) -> str:
-        if self.data != "auto":
-            return self.data
-        return "toy-fox" if self.variant == "published" else "wikitext2"
-
-    def resolved_weights(self) -> str:
-        if self.weights != "auto":
-            return self.weights
-        return "last" if self.variant == "published" else "best"
 
     @field_validator("thresholds")
     @classmethod

@@ -30,8 +30,8 @@ QUIRK_TOY_TEXT = "B11"
 QUIRK_LAST_WEIGHTS = "B12"
 
 
-class ToyCharConfig(ExperimentConfig):
-    """Data, model and training settings; defaults are report 004's (Exp 5, 8, 9)."""
+class CharVariantConfig(ExperimentConfig):
+    """What ``--variant`` decides for every 004 char experiment: the text (B11) and the weights (B12)."""
 
     data: Literal["auto", "toy-fox", "wikitext2"] = Field(
         "auto",
@@ -49,16 +49,6 @@ class ToyCharConfig(ExperimentConfig):
     data_dir: str | None = Field(
         None, min_length=1, max_length=4096, description="directory with WikiText-2 train.txt / valid.txt"
     )
-    max_epochs: int = Field(30, ge=1, le=10_000, description="maximum epochs per training phase")
-    patience: int = Field(5, ge=1, le=1_000, description="early-stopping patience (epochs without strict improvement)")
-    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate")
-    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay")
-    clip: float = Field(1.0, ge=0.0, le=1000.0, description="gradient clipping max global norm (0: off)")
-    batch_size: int = Field(16, ge=1, le=4096, description="sequences per batch")
-    seq_len: int = Field(64, ge=8, le=1024, description="characters per sequence")
-    d_model: int = Field(64, ge=8, le=4096, description="model width d")
-    n_heads: int = Field(4, ge=1, le=64, description="attention heads (must divide d_model into an even head_dim)")
-    cpu_threads: int = Field(0, ge=0, le=512, description="torch intra-op threads on CPU (0: leave torch's setting)")
 
     def resolved_data(self) -> str:
         if self.data != "auto":
@@ -77,6 +67,22 @@ class ToyCharConfig(ExperimentConfig):
         if self.resolved_weights() == "last":
             active.append(QUIRK_LAST_WEIGHTS)
         return active
+
+
+class ToyCharConfig(CharVariantConfig):
+    """Data, model and training settings; defaults are report 004's (Exp 5, 8, 9)."""
+
+    max_epochs: int = Field(30, ge=1, le=10_000, description="maximum epochs per training phase")
+    patience: int = Field(5, ge=1, le=1_000, description="early-stopping patience (epochs without strict improvement)")
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay")
+    clip: float = Field(1.0, ge=0.0, le=1000.0, description="gradient clipping max global norm (0: off)")
+    batch_size: int = Field(16, ge=1, le=4096, description="sequences per batch")
+    seq_len: int = Field(64, ge=8, le=1024, description="characters per sequence")
+    d_model: int = Field(64, ge=8, le=4096, description="model width d")
+    n_heads: int = Field(4, ge=1, le=64, description="attention heads (must divide d_model into an even head_dim)")
+    cpu_threads: int = Field(0, ge=0, le=512, description="torch intra-op threads on CPU (0: leave torch's setting)")
+
 
 
 @dataclass
