@@ -175,3 +175,7 @@ def test_hrm_run_wait_and_follow_from_a_shell(db_path):
     logs = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "logs", "2", "-f"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert "smoke failure requested at epoch 1" in logs.stdout
+    db = api.open_registry(str(db_path))
+    (background,) = store.live_schedulers(db, stale_after=10)  # `hrm run` started exactly one
+    os.kill(background["pid"], signal.SIGTERM)
+    wait_for(lambda: not api.scheduler_alive(db), timeout=10)
