@@ -87,13 +87,8 @@ def run(config: GreedyLayerwiseConfig, emit: Emitter) -> None:
         emit.stage(config.n_layers + 1, "fine-tune", epochs=config.max_epochs)
         result = train_stage(model, data, emit, stage=config.n_layers + 1, lr=config.finetune_lr, **common)
         emit.log(f"greedy + fine-tune: best val PPL {result.best_val_ppl:.2f} @{result.best_epoch}")
-    emit.summary({
-        "best_val_ppl": result.best_val_ppl,
-        "best_epoch": float(result.best_epoch),
-        "final_val_ppl": result.final_val_ppl,
+    emit.summary({k: v for k, v in result.metrics().items() if k != "epochs"} | {
         "greedy_best_val_ppl": greedy.best_val_ppl,
-        "params": float(result.params),
-        "trainable_params": float(result.trainable_params),
     })
 
 

@@ -80,13 +80,8 @@ def run(config: ProgressiveConfig, emit: Emitter) -> None:
             f"@{result.best_epoch} (stopped @{result.epochs})"
         )
     assert result is not None and first is not None
-    emit.summary({
-        "best_val_ppl": result.best_val_ppl,
-        "best_epoch": float(result.best_epoch),
-        "final_val_ppl": result.final_val_ppl,
+    emit.summary({k: v for k, v in result.metrics().items() if k != "epochs"} | {
         "stage1_best_val_ppl": first.best_val_ppl,
-        "params": float(result.params),
-        "trainable_params": float(result.trainable_params),
     })
 
 

@@ -82,6 +82,12 @@ class StageResult:
     params: int
     trainable_params: int
 
+    def metrics(self) -> dict[str, float]:
+        """The stage's summary numbers, as emitted per stage and reused by the run-level summary."""
+        return {"best_val_ppl": self.best_val_ppl, "best_epoch": float(self.best_epoch), "epochs": float(self.epochs),
+                "final_val_ppl": self.final_val_ppl, "params": float(self.params),
+                "trainable_params": float(self.trainable_params)}
+
 
 def train_stage(
     model: GrowableCharLM,
@@ -130,11 +136,7 @@ def train_stage(
         stopper.restore(model)
         _, final = evaluate(model, data.val, device=device, token_weighted=data.token_weighted)
     result = StageResult(stopper.best, stopper.best_epoch, epoch, final, params, trainable)
-    emit.summary(
-        {"best_val_ppl": result.best_val_ppl, "best_epoch": float(result.best_epoch), "epochs": float(epoch),
-         "final_val_ppl": result.final_val_ppl, "params": float(params), "trainable_params": float(trainable)},
-        stage=stage,
-    )
+    emit.summary(result.metrics(), stage=stage)
     return result
 
 
