@@ -314,6 +314,7 @@ def _run_context(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, co
             eval_before=True,
         )
         addon.eval()
+        emit.log(f"stage {k}: training steps ran as {res.step_mode}; {res.train_tokens_per_s:,.0f} train tokens/s")
         for p in addon.parameters():
             p.requires_grad_(False)
         ebs = 16 if device.startswith("cuda") else 8
@@ -418,6 +419,7 @@ def _run_repack(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, cos
             on_epoch=_epoch_hook(emit, k, int(r["epochs"])), eval_before=True, eval_batch_size=int(r["batch_size"]),
         )
         addon.eval()
+        emit.log(f"stage {k}: training steps ran as {res.step_mode}; {res.train_tokens_per_s:,.0f} train tokens/s")
         for p in addon.parameters():
             p.requires_grad_(False)
         after = ppl(res.last_val_loss)
@@ -487,7 +489,7 @@ def _run_length1(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, co
 
     from core.smollm2.model import count_params
     from core.smollm2.ops import cos_rule, length1_forward, length1_states, ppl, quantile
-    from core.smollm2.train import train_tokens
+    from core.smollm2.train import ParamGate, train_tokens
 
     D = bt.h_out.shape[-1]
     hr = float(r["hard_ratio"])
@@ -522,14 +524,16 @@ def _run_length1(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, co
         llama, head = addon.model, addon.lm_head
         # Eager forward for validation; the training steps (CUDA-graphed on GPU) may use the compiled one.
         fwd = length1_forward(addon)
-        step_fwd = length1_forward(addon, compiled=config.compile)
+        gate = ParamGate()  # lets graphed steps overlap each AdamW update with the next forward
+        step_fwd = length1_forward(addon, compiled=config.compile, gate=gate)
         opt = _optim(r, k)
         res = train_tokens(
-            addon, fwd, step_forward=step_fwd, x_train=x_t[hard_t], y_train=y_t[hard_t], x_val=x_v[hard_v], y_val=y_v[hard_v],
+            addon, fwd, step_forward=step_fwd, gate=gate, x_train=x_t[hard_t], y_train=y_t[hard_t], x_val=x_v[hard_v], y_val=y_v[hard_v],
             optim=opt, epochs=int(r["epochs"]), patience=int(r["patience"]), batch_size=int(r["batch_size"]),
             restore_best=False, seed=config.seed + k, autocast=amp, on_epoch=_epoch_hook(emit, k, int(r["epochs"])),
         )
         addon.eval()
+        emit.log(f"stage {k}: training steps ran as {res.step_mode}; {res.train_tokens_per_s:,.0f} train tokens/s")
         params = count_params(addon)
         cumulative += params
         s = _stage_summary(res, k=k, tau=tau, n_hard=n_hard, n_vhard=n_vhard, params=params, lr=opt.lr,

@@ -424,7 +424,7 @@ def _pure_length1_ok(addon: Any) -> bool:
             and addon.lm_head.bias is None)
 
 
-def length1_forward(addon: Any, *, compiled: bool = False) -> Any:
+def length1_forward(addon: Any, *, compiled: bool = False, gate: Any = None) -> Any:
     """``forward(x [N, D]) -> logits [N, V]`` of an add-on ``LlamaForCausalLM`` fed length-1 sequences.
 
     ``compiled=False``: the model's own modules (:func:`length1_states`), ~25 kernels a layer.
@@ -432,9 +432,13 @@ def length1_forward(addon: Any, *, compiled: bool = False) -> Any:
     (inductor fuses each RMSNorm, the SiLU gate and the residual adds: ~3x fewer kernels; the
     published 001 step is launch-bound, so this matters). Float-noise differences only; compile once
     per process (~10 s) for each input shape, so use it for the fixed-shape training step.
+    ``gate``: called with "0", "1", ... before each layer's weights are read and "top" before the
+    head's (:class:`core.smollm2.train.ParamGate`); it needs the pure path, compiled or not.
     """
-    if compiled and _pure_length1_ok(addon):
-        return pure_length1_forward(addon, _compiled("block"), _compiled("head"))
+    if (compiled or gate is not None) and _pure_length1_ok(addon):
+        if compiled:
+            return pure_length1_forward(addon, _compiled("block"), _compiled("head"), gate=gate)
+        return pure_length1_forward(addon, gate=gate)
     llama, head = addon.model, addon.lm_head
 
     def eager(x: torch.Tensor) -> torch.Tensor:
@@ -442,9 +446,10 @@ def length1_forward(addon: Any, *, compiled: bool = False) -> Any:
     return eager
 
 
-def pure_length1_forward(addon: Any, block: Any = length1_block, top: Any = length1_head) -> Any:
+def pure_length1_forward(addon: Any, block: Any = length1_block, top: Any = length1_head, *, gate: Any = None) -> Any:
     """The length-1 forward through the pure functions ``block`` (per layer) and ``top`` (norm + head),
-    reading the add-on's own parameters at each call (so in-place updates and restores are seen)."""
+    reading the add-on's own parameters at each call (so in-place updates and restores are seen);
+    ``gate(key)`` first, if given, before each layer ("0", "1", ...) and the head ("top")."""
     cfg, llama, head = addon.config, addon.model, addon.lm_head
     groups = cfg.num_attention_heads // cfg.num_key_value_heads
     eps, n_kv = float(cfg.rms_norm_eps), int(cfg.num_key_value_heads)
@@ -454,8 +459,12 @@ def pure_length1_forward(addon: Any, block: Any = length1_block, top: Any = leng
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         h = x
-        for w in weights:
+        for j, w in enumerate(weights):
+            if gate is not None:
+                gate(str(j))
             h = block(h, *w, eps, n_kv, groups)
+        if gate is not None:
+            gate("top")
         return top(h, llama.norm.weight, head.weight, eps)
     return forward
 
