@@ -262,6 +262,8 @@ def bench_published(args: argparse.Namespace, cfg: Any, device: torch.device, pe
     for run in runs:
         name, graph, epochs = run["label"], run["graph"], run["epochs"]
         torch.backends.cuda.matmul.allow_tf32 = run["tf32"]
+        torch._dynamo.reset()  # each run compiles afresh (autocast and TF32 are guarded global state)
+        ops._COMPILED.clear()
         addon = build_addon(cfg, args.addon_layers, device)
         n_params = count_params(addon)
 

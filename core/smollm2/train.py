@@ -131,11 +131,12 @@ class BucketedAdamW:
     by the forward, e.g. q/k projections on length-1 sequences, get none and are skipped, exactly as
     AdamW skips them). Needs no gradient clipping (that needs all grads first).
 
-    ``pipelined``: the step does not end by waiting for every update; each bucket records an event,
-    zeroes its grads on its stream, and the next step's forward waits for a bucket only where it
-    reads it (:class:`ParamGate`). Layer 0's update is then the only one on the critical path; the
-    head's (half the parameters) overlaps the next forward's 8 layers. Grads stay allocated and are
-    accumulated in place, so no buffer is freed while a side stream still reads it.
+    ``pipelined``: the step does not end by waiting for every update; each bucket records an event
+    and the next step's forward waits for a bucket only where it reads it (:class:`ParamGate`).
+    Layer 0's update is then the only one on the critical path; the head's (half the parameters)
+    overlaps the next forward's 8 layers. Each grad is marked as used by its bucket's stream
+    (``record_stream``), so the caching allocator does not hand its memory to the next step while
+    the update still reads it (inside a graph capture: not before the capture ends).
     """
 
     def __init__(self, named_params: list[tuple[str, torch.nn.Parameter]], spec: OptimSpec, device: torch.device,
@@ -176,11 +177,11 @@ class BucketedAdamW:
         stream.wait_stream(torch.cuda.current_stream())  # the bucket's grads (and last uses) are done
         with torch.cuda.stream(stream):
             self.opts[i].step()
-            if self.pipelined:
-                grads = [prm.grad for prm in self.buckets[i] if prm.grad is not None]
-                if grads:
-                    torch._foreach_zero_(grads)
             self.ready[i].record(stream)
+        if self.pipelined:  # the next step frees these grads while this stream may still read them
+            for prm in self.buckets[i]:
+                if prm.grad is not None:
+                    prm.grad.record_stream(stream)
         self.recorded[i] = True
 
     def wait(self, key: str) -> None:
@@ -191,8 +192,6 @@ class BucketedAdamW:
             torch.cuda.current_stream().wait_event(self.ready[i])
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        if self.pipelined and self.expected is not None:
-            return  # zeroed by each bucket's stream after its update
         for prm in self.params:
             prm.grad = None
 
@@ -307,8 +306,7 @@ class GraphedSteps:
 
     def _capture(self) -> bool:
         """Capture and run the first ``unroll`` steps; False (nothing run, eager from now on) if capture fails."""
-        if not (isinstance(self.opt, BucketedAdamW) and self.opt.pipelined):
-            self.opt.zero_grad(set_to_none=True)  # grads get re-allocated in the graph's pool and stay put
+        self.opt.zero_grad(set_to_none=True)  # grads get re-allocated in the graph's pool and stay put
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
