@@ -2,7 +2,7 @@
 """Speed of the SmolLM2 catalog's hot paths, before vs after, on a random SmolLM2-shaped model.
 
     python benchmarks/bench_smollm2_speed.py [--out $OUT/bench_smollm2_speed.json] [--only a,b,c] [--profile]
-        [--eager-steps 600] [--published-runs eager,graph,compiled,compiled-pipelined,compiled-pipelined-bf16]
+        [--eager-steps 600] [--published-runs eager,graph,compiled,fused,fused-bf16]
     python benchmarks/bench_smollm2_speed.py --tiny          # CPU smoke test (a test runs it), seconds
 
 On an H100 the whole default run takes ~2 min with ``--eager-steps 600`` (the eager published loop,
@@ -45,7 +45,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from core.smollm2 import ops  # noqa: E402
 from core.smollm2.model import count_params, make_addon, smollm2_config  # noqa: E402
-from core.smollm2.train import OptimSpec, ParamGate, train_sequences, train_tokens  # noqa: E402
+from core.smollm2.train import OptimSpec, train_sequences, train_tokens  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM
 
@@ -231,17 +231,18 @@ def _summarise(name: str, res: Any, tokens_per_epoch: int, processed_per_epoch: 
 
 
 def _published_run(spec: str, args: argparse.Namespace) -> dict[str, Any]:
-    """``eager`` | ``graph`` | ``compiled``, then any of ``-pipelined`` (optimizer overlapped with the next
-    forward), ``-bf16`` (autocast), ``-tf32`` (TF32 matmuls); the last two are not the published fp32 numerics."""
+    """``eager`` | ``graph`` | ``compiled`` (per-layer compiled forward) | ``fused`` (the whole step's loss
+    compiled as one function, as ``cascade --compile``), then optionally ``-bf16`` (autocast) or ``-tf32``
+    (TF32 matmuls): those two are not the published fp32 numerics."""
     base, *mods = spec.split("-")
-    unknown = [m for m in mods if m not in ("pipelined", "bf16", "tf32")]
-    if base not in ("eager", "graph", "compiled") or unknown:
+    if base not in ("eager", "graph", "compiled", "fused") or any(m not in ("bf16", "tf32") for m in mods):
         raise SystemExit(f"unknown --published-runs entry {spec!r}")
-    label = {"eager": "eager (before)", "graph": "cuda graph", "compiled": "cuda graph + compiled"}[base]
+    label = {"eager": "eager (before)", "graph": "cuda graph", "compiled": "cuda graph + compiled",
+             "fused": "cuda graph + fused step"}[base]
     label += "".join(f", {m}" for m in mods)
-    if "bf16" in mods or "tf32" in mods:
+    if mods:
         label += " (not the published fp32 numerics)"
-    return {"label": label, "graph": base != "eager", "compiled": base == "compiled", "pipelined": "pipelined" in mods,
+    return {"label": label, "graph": base != "eager", "compiled": base == "compiled", "fused": base == "fused",
             "autocast": torch.bfloat16 if "bf16" in mods else None, "tf32": "tf32" in mods,
             "epochs": args.eager_epochs if base == "eager" else args.epochs}
 
@@ -269,12 +270,12 @@ def bench_published(args: argparse.Namespace, cfg: Any, device: torch.device, pe
 
         def fit(n_steps: int, n_epochs: int, _addon: Any = addon, _run: dict[str, Any] = run) -> Any:
             k = n_steps * B
-            gate = ParamGate() if _run["pipelined"] else None
+            fused = ops.length1_step_loss(_addon, x_t[:k], y_t[:k], _run["autocast"]) if _run["fused"] else None
             return train_tokens(
-                _addon, ops.length1_forward(_addon),
-                step_forward=ops.length1_forward(_addon, compiled=_run["compiled"], gate=gate), gate=gate,
-                x_train=x_t[:k], y_train=y_t[:k], x_val=x_v, y_val=y_v, optim=optim, epochs=n_epochs, patience=None,
-                batch_size=B, restore_best=False, seed=43, cuda_graph=_run["graph"], autocast=_run["autocast"])
+                _addon, ops.length1_forward(_addon), step_forward=ops.length1_forward(_addon, compiled=_run["compiled"]),
+                step_loss_fn=fused, x_train=x_t[:k], y_train=y_t[:k], x_val=x_v, y_val=y_v, optim=optim,
+                epochs=n_epochs, patience=None, batch_size=B, restore_best=False, seed=43, cuda_graph=_run["graph"],
+                autocast=_run["autocast"])
         try:
             steps = eager_steps if not graph else args.published_steps
             res = fit(steps, epochs)
@@ -401,8 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-forward-tokens", default="", help="comma list of tokens per forward to try (bf16)")
     ap.add_argument("--published-steps", type=int, default=3600)
     ap.add_argument("--published-runs", default="eager,graph,compiled",
-                    help="published 001 variants: eager, graph, compiled, each with optional -pipelined, -bf16, "
-                         "-tf32 (e.g. compiled-pipelined-bf16)")
+                    help="published 001 variants: eager, graph, compiled, fused, each with an optional -bf16 or -tf32 "
+                         "(e.g. fused-bf16)")
     ap.add_argument("--corrected-windows", type=int, default=1000)
     ap.add_argument("--addon-layers", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=2, help="epochs of each after-run (the first includes warm-up)")

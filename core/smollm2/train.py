@@ -98,64 +98,33 @@ def _bucket_key(name: str) -> str:
 
 #: Overlap AdamW with backward in graphed steps (see :class:`BucketedAdamW`); a switch for benchmarks.
 OVERLAP_OPTIMIZER = True
-#: Steps per captured graph when the forward waits layer by layer (:class:`ParamGate`); 1 = no cross-step overlap.
-PIPELINE_STEPS = 8
-
-
-class ParamGate:
-    """Lets a forward wait, bucket by bucket, for the optimizer updates of the step before.
-
-    A forward that accepts a gate calls ``gate(key)`` before it reads a bucket's weights ("0", "1", ...
-    for decoder layers, "top" for the final norm and head; see :func:`_bucket_key`). Unset, it does
-    nothing; :class:`GraphedSteps` sets it when it pipelines the optimizer into the next step's forward.
-    """
-
-    def __init__(self) -> None:
-        self.wait: Callable[[str], None] | None = None
-
-    def __call__(self, key: str) -> None:
-        if self.wait is not None:
-            self.wait(key)
 
 
 class BucketedAdamW:
-    """Fused AdamW in buckets (one per decoder layer, one for the rest), each stepped on its own side
-    stream as soon as backward has accumulated the bucket's grads.
+    """Fused AdamW in buckets (one per decoder layer, one for the rest) stepped on a side stream as soon
+    as backward has accumulated a bucket's grads.
 
     Why: the update is bandwidth-bound (53 M fp32 parameters x 28 bytes = 1.5 GB, ~0.55 ms a step on an
     H100) while the backward of a 32-token step is latency-bound GEMMs that leave most of the GPU idle;
-    run after backward the update was a quarter of the published 001 step. Fused AdamW is elementwise,
-    so per parameter the arithmetic is that of one AdamW over all of them. The head's bucket starts
-    first (its grad is the first one ready); a layer's weights are updated only once backward has
-    finished using them. Buckets wait for as many grads as the first step produced (parameters unused
-    by the forward, e.g. q/k projections on length-1 sequences, get none and are skipped, exactly as
-    AdamW skips them). Needs no gradient clipping (that needs all grads first).
-
-    ``pipelined``: the step does not end by waiting for every update; each bucket records an event
-    and the next step's forward waits for a bucket only where it reads it (:class:`ParamGate`).
-    Layer 0's update is then the only one on the critical path; the head's (half the parameters)
-    overlaps the next forward's 8 layers. Each grad is marked as used by its bucket's stream
-    (``record_stream``), so the caching allocator does not hand its memory to the next step while
-    the update still reads it (inside a graph capture: not before the capture ends).
+    run after backward the update was a quarter of the published 001 step, beside it about a third of
+    it is hidden (measured: 2.07 -> 1.89 ms a step). Fused AdamW is elementwise, so per parameter the
+    arithmetic is that of one AdamW over all of them (same losses to 5 decimals on the GPU). The head's
+    bucket starts first (its grad is the first one ready); a layer's weights are updated only once
+    backward has finished using them. Buckets wait for as many grads as the first step produced
+    (parameters unused by the forward, e.g. q/k projections on length-1 sequences, get none and are
+    skipped, exactly as AdamW skips them). Needs no gradient clipping (that needs all grads first).
     """
 
-    def __init__(self, named_params: list[tuple[str, torch.nn.Parameter]], spec: OptimSpec, device: torch.device,
-                 *, pipelined: bool = False) -> None:
+    def __init__(self, named_params: list[tuple[str, torch.nn.Parameter]], spec: OptimSpec, device: torch.device) -> None:
         groups: dict[str, list[torch.nn.Parameter]] = {}
         for name, prm in named_params:
             groups.setdefault(_bucket_key(name), []).append(prm)
-        self.keys = list(groups)
-        self.index = {k: i for i, k in enumerate(self.keys)}
         self.buckets = list(groups.values())
         self.params = [prm for b in self.buckets for prm in b]
         self.opts = [torch.optim.AdamW(b, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay,
                                        fused=True, capturable=True) for b in self.buckets]
         self.param_groups = self.opts[0].param_groups
-        self.streams = [torch.cuda.Stream(device) for _ in self.buckets]
-        self.ready = [torch.cuda.Event() for _ in self.buckets]
-        self.pipelined = pipelined
-        self.recorded = [False] * len(self.buckets)  # an event recorded in the current body (waitable)
-        self.gated: set[str] = set()
+        self.stream = torch.cuda.Stream(device)
         self.expected: list[int] | None = None
         self.left: list[int] = []
         self.stepped: list[bool] = []
@@ -173,23 +142,9 @@ class BucketedAdamW:
 
     def _step(self, i: int) -> None:
         self.stepped[i] = True
-        stream = self.streams[i]
-        stream.wait_stream(torch.cuda.current_stream())  # the bucket's grads (and last uses) are done
-        with torch.cuda.stream(stream):
+        self.stream.wait_stream(torch.cuda.current_stream())  # the bucket's grads (and last uses) are done
+        with torch.cuda.stream(self.stream):
             self.opts[i].step()
-            self.ready[i].record(stream)
-        if self.pipelined:  # the next step frees these grads while this stream may still read them
-            for prm in self.buckets[i]:
-                if prm.grad is not None:
-                    prm.grad.record_stream(stream)
-        self.recorded[i] = True
-
-    def wait(self, key: str) -> None:
-        """The current stream waits for bucket ``key``'s latest update (if it was made in this body)."""
-        self.gated.add(key)
-        i = self.index.get(key)
-        if i is not None and self.recorded[i]:
-            torch.cuda.current_stream().wait_event(self.ready[i])
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for prm in self.params:
@@ -200,26 +155,13 @@ class BucketedAdamW:
         if self.expected is not None:
             self.left = list(self.expected)
 
-    def after_backward(self, *, last: bool = True) -> None:
-        first = self.expected is None
-        if first:  # first step: learn how many grads each bucket gets
+    def after_backward(self) -> None:
+        if self.expected is None:  # first step: learn how many grads each bucket gets
             self.expected = [sum(prm.grad is not None for prm in b) for b in self.buckets]
-            if self.pipelined:
-                ungated = [k for k, n in zip(self.keys, self.expected) if n > 0 and k not in self.gated]
-                if ungated:
-                    warnings.warn(f"the forward does not gate buckets {ungated}; optimizer not pipelined", stacklevel=2)
-                    self.pipelined = False
         for i, done in enumerate(self.stepped):
             if not done and self.expected[i] > 0:
                 self._step(i)
-        if last or not self.pipelined:
-            self.join()
-
-    def join(self) -> None:
-        """The current stream waits for every update (the next forward, or the end of a captured body)."""
-        for stream in self.streams:
-            torch.cuda.current_stream().wait_stream(stream)
-        self.recorded = [False] * len(self.buckets)
+        torch.cuda.current_stream().wait_stream(self.stream)  # the next forward sees updated weights
 
     def remove(self) -> None:
         for h in self.handles:
@@ -228,7 +170,7 @@ class BucketedAdamW:
 
 
 class GraphedSteps:
-    """Training steps replayed from CUDA graphs: gather, forward, loss, backward, clip, AdamW, loss sums.
+    """Training steps replayed from one CUDA graph: gather, forward, loss, backward, clip, AdamW, loss sums.
 
     Why: both stage shapes are launch-bound. A 32-token length-1 step of an 8-layer add-on is ~650
     kernels of a few microseconds; launched one by one from Python the GPU mostly waits (published
@@ -241,48 +183,32 @@ class GraphedSteps:
     ``static_loss`` gives zero weight, so one graph serves the whole stage. The first ``warmup`` steps
     run eagerly (real steps) on a side stream, as capture requires (lazy initialisation, compilation,
     AdamW state). If capture fails, the steps stay eager and ``mode`` says why.
-
-    With a ``gate`` (the forward waits per bucket, :class:`ParamGate`), one graph holds
-    :data:`PIPELINE_STEPS` consecutive steps and each step's optimizer update overlaps the next
-    step's forward (:class:`BucketedAdamW` ``pipelined``); the steps left over at the end of an
-    epoch run eagerly. Same arithmetic, same order of updates: only the waiting changes.
     """
 
     def __init__(self, static_loss: StaticLoss, *, module: torch.nn.Module, optim: OptimSpec, batch_size: int,
-                 device: torch.device, warmup: int = 2, gate: ParamGate | None = None) -> None:
+                 device: torch.device, warmup: int = 2) -> None:
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self.static_loss, self.params, self.clip = static_loss, [p for _, p in named], optim.clip
         self.opt: Any
-        pipelined = gate is not None and PIPELINE_STEPS > 1
         if optim.clip is None and OVERLAP_OPTIMIZER:
-            self.opt = BucketedAdamW(named, optim, device, pipelined=pipelined)
-            if pipelined:
-                gate.wait = self.opt.wait  # type: ignore[union-attr]
+            self.opt = BucketedAdamW(named, optim, device)
         else:
             self.opt = _optimizer(self.params, optim, 1, device, capturable=True)[0]
-        self.gate = gate
-        self.unroll = PIPELINE_STEPS if isinstance(self.opt, BucketedAdamW) and self.opt.pipelined else 1
-        self.idx = torch.full((self.unroll, batch_size), -1, dtype=torch.long, device=device)
+        self.idx = torch.full((batch_size,), -1, dtype=torch.long, device=device)
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.count = torch.zeros((), dtype=torch.long, device=device)
         self.warmup, self.done = warmup, 0
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.mode = "cuda-graph" + (" + overlapped AdamW" if isinstance(self.opt, BucketedAdamW) else "")
         self._side = torch.cuda.Stream(device)
-        self._set_mode()
 
-    def _set_mode(self) -> None:
-        bucketed = isinstance(self.opt, BucketedAdamW)
-        self.mode = "cuda-graph" + (" + overlapped AdamW" if bucketed else "")
-        if bucketed and self.opt.pipelined:
-            self.mode += f" pipelined over {self.unroll} steps"
-
-    def _one(self, row: int, last: bool) -> None:
+    def _body(self) -> None:
         self.opt.zero_grad(set_to_none=True)
-        loss, k = self.static_loss(self.idx[row])
+        loss, k = self.static_loss(self.idx)
         if isinstance(self.opt, BucketedAdamW):
             self.opt.before_backward()
             loss.backward()
-            self.opt.after_backward(last=last)
+            self.opt.after_backward()
         else:
             loss.backward()
             if self.clip is not None:
@@ -291,74 +217,56 @@ class GraphedSteps:
         self.loss_sum += loss.detach().double() * k
         self.count += k
 
-    def _body(self, steps: int) -> None:
-        for row in range(steps):
-            self._one(row, last=row == steps - 1)
-
     def _eager(self) -> None:
         self._side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self._side):
-            self._body(1)
+            self._body()
         torch.cuda.current_stream().wait_stream(self._side)
-        if isinstance(self.opt, BucketedAdamW) and self.unroll > 1 and not self.opt.pipelined:
-            self.unroll = 1  # the first step found the forward not gating every bucket
-            self._set_mode()
 
-    def _capture(self) -> bool:
-        """Capture and run the first ``unroll`` steps; False (nothing run, eager from now on) if capture fails."""
+    def _capture(self) -> None:
         self.opt.zero_grad(set_to_none=True)  # grads get re-allocated in the graph's pool and stay put
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                self._body(self.unroll)
+                self._body()
         except Exception as exc:  # noqa: BLE001 - fall back to eager steps, say why
             torch.cuda.synchronize()
+            self.mode = f"eager (graph capture failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
             warnings.warn(f"CUDA graph capture of the training step failed; running eagerly: {exc}", stacklevel=2)
             self.warmup = math.inf  # type: ignore[assignment]
-            self.unroll = 1
-            if isinstance(self.opt, BucketedAdamW):
-                self.opt.recorded = [False] * len(self.opt.buckets)  # events of the aborted capture
-            self.mode = f"eager (graph capture failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-            return False
+            self._eager()
+            return
         self.graph = graph
         graph.replay()
-        return True
+
+    def step(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.done < self.warmup:
+            self.done += 1
+            self._eager()
+        else:
+            self._capture()
 
     def run_epoch(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All steps of one epoch over ``perm`` (a device permutation); returns (loss sum, token count) tensors."""
         self.loss_sum.zero_()
         self.count.zero_()
-        b = self.idx.shape[1]
+        b = self.idx.numel()
         pad = (-perm.numel()) % b
         if pad:
             perm = torch.cat([perm, perm.new_full((pad,), -1)])
-        batches = perm.view(-1, b)
-        s, n = 0, batches.shape[0]
-        while s < n:
-            if self.graph is None and self.done < self.warmup or n - s < self.unroll:
-                self.idx[0].copy_(batches[s], non_blocking=True)
-                self.done += 1
-                self._eager()
-                s += 1
-                continue
-            self.idx[:self.unroll].copy_(batches[s:s + self.unroll], non_blocking=True)
-            if self.graph is not None:
-                self.graph.replay()
-            elif not self._capture():
-                continue  # the same steps again, eagerly
-            s += self.unroll
+        for s in range(0, perm.numel(), b):
+            self.idx.copy_(perm[s:s + b], non_blocking=True)
+            self.step()
         return self.loss_sum, self.count
 
     def release(self) -> None:
         """Drop the graph, the grads living in its memory pool and the optimizer's hooks."""
         self.graph = None
-        if isinstance(self.opt, BucketedAdamW):
-            self.opt.pipelined = False
         self.opt.zero_grad(set_to_none=True)
         if isinstance(self.opt, BucketedAdamW):
             self.opt.remove()
-        if self.gate is not None:
-            self.gate.wait = None
 
 
 def _use_graph(cuda_graph: bool | None, static_loss: StaticLoss | None, optim: OptimSpec, device: torch.device,
@@ -389,12 +297,11 @@ def _fit(
     on_epoch: EpochHook | None,
     eval_before: bool,
     static_loss: StaticLoss | None = None,
-    gate: ParamGate | None = None,
 ) -> StageResult:
     steps_per_epoch = math.ceil(n_items / batch_size)
     graphed: GraphedSteps | None = None
     if static_loss is not None:
-        graphed = GraphedSteps(static_loss, module=module, optim=optim, batch_size=batch_size, device=device, gate=gate)
+        graphed = GraphedSteps(static_loss, module=module, optim=optim, batch_size=batch_size, device=device)
         opt, sched = graphed.opt, None
     else:
         opt, sched = _optimizer(params, optim, steps_per_epoch * epochs, device)
@@ -605,14 +512,15 @@ def train_tokens(
     optim: OptimSpec, epochs: int, patience: int | None, batch_size: int, restore_best: bool,
     seed: int = 42, autocast: torch.dtype | None = None, on_epoch: EpochHook | None = None,
     eval_batch_size: int = 4096, eval_before: bool = False, cuda_graph: bool | None = None,
-    step_forward: Callable[[torch.Tensor], torch.Tensor] | None = None, gate: ParamGate | None = None,
+    step_forward: Callable[[torch.Tensor], torch.Tensor] | None = None, step_loss_fn: StaticLoss | None = None,
 ) -> StageResult:
     """Train on independent token vectors: ``forward(x [B, D]) -> logits [B, V]``.
 
     ``step_forward``: the forward of the training steps only (default ``forward``), e.g. a compiled
     one (:func:`core.smollm2.ops.length1_forward`): steps have one fixed shape, validation batches
-    others, and a compiled function recompiles for each shape and for no-grad mode. ``gate``: the
-    :class:`ParamGate` that ``step_forward`` calls per bucket, to pipeline graphed steps.
+    others, and a compiled function recompiles for each shape and for no-grad mode. ``step_loss_fn``:
+    the whole loss of a graphed step instead (``idx -> (mean CE, count)`` over ``x_train``/``y_train``,
+    e.g. :func:`core.smollm2.ops.length1_step_loss`, compiled as one function).
     """
     device = next(module.parameters()).device
     ctx: Callable[[], Any] = (lambda: torch.autocast(device.type, dtype=autocast)) if autocast else null_ctx
@@ -626,7 +534,7 @@ def train_tokens(
             logits = fwd_step(x)
         return F.cross_entropy(logits.float(), y), int(y.numel())
 
-    static_loss = static_token_loss(fwd_step, x_train, y_train, autocast)
+    static_loss = step_loss_fn or static_token_loss(fwd_step, x_train, y_train, autocast)
 
     @torch.no_grad()
     def evaluate() -> float:
@@ -642,7 +550,7 @@ def train_tokens(
         params=[p for p in module.parameters() if p.requires_grad], module=module, n_items=int(x_train.shape[0]),
         batch_size=batch_size, step_loss=step_loss, evaluate=evaluate, optim=optim, epochs=epochs,
         patience=patience, restore_best=restore_best, seed=seed, device=device, on_epoch=on_epoch,
-        eval_before=eval_before, static_loss=static_loss if graph else None, gate=gate,
+        eval_before=eval_before, static_loss=static_loss if graph else None,
     )
 
 
