@@ -2,7 +2,7 @@
 """Speed of the SmolLM2 catalog's hot paths, before vs after, on a random SmolLM2-shaped model.
 
     python benchmarks/bench_smollm2_speed.py [--out $OUT/bench_smollm2_speed.json] [--only a,b,c] [--profile]
-        [--eager-steps 600] [--published-runs eager,graph,compiled,fused,fused-bf16]
+        [--eager-steps 600] [--published-runs eager,graph,compiled,compiled-bf16]
     python benchmarks/bench_smollm2_speed.py --tiny          # CPU smoke test (a test runs it), seconds
 
 On an H100 the whole default run takes ~2 min with ``--eager-steps 600`` (the eager published loop,
@@ -231,18 +231,16 @@ def _summarise(name: str, res: Any, tokens_per_epoch: int, processed_per_epoch: 
 
 
 def _published_run(spec: str, args: argparse.Namespace) -> dict[str, Any]:
-    """``eager`` | ``graph`` | ``compiled`` (per-layer compiled forward) | ``fused`` (the whole step's loss
-    compiled as one function, as ``cascade --compile``), then optionally ``-bf16`` (autocast) or ``-tf32``
-    (TF32 matmuls): those two are not the published fp32 numerics."""
+    """``eager`` | ``graph`` | ``compiled`` (per-layer compiled forward, as ``cascade --compile``), then
+    optionally ``-bf16`` (autocast, ``--amp bf16``) or ``-tf32`` (TF32 matmuls): not the published fp32 numerics."""
     base, *mods = spec.split("-")
-    if base not in ("eager", "graph", "compiled", "fused") or any(m not in ("bf16", "tf32") for m in mods):
+    if base not in ("eager", "graph", "compiled") or any(m not in ("bf16", "tf32") for m in mods):
         raise SystemExit(f"unknown --published-runs entry {spec!r}")
-    label = {"eager": "eager (before)", "graph": "cuda graph", "compiled": "cuda graph + compiled",
-             "fused": "cuda graph + fused step"}[base]
+    label = {"eager": "eager (before)", "graph": "cuda graph", "compiled": "cuda graph + compiled"}[base]
     label += "".join(f", {m}" for m in mods)
     if mods:
         label += " (not the published fp32 numerics)"
-    return {"label": label, "graph": base != "eager", "compiled": base == "compiled", "fused": base == "fused",
+    return {"label": label, "graph": base != "eager", "compiled": base == "compiled",
             "autocast": torch.bfloat16 if "bf16" in mods else None, "tf32": "tf32" in mods,
             "epochs": args.eager_epochs if base == "eager" else args.epochs}
 
@@ -270,10 +268,9 @@ def bench_published(args: argparse.Namespace, cfg: Any, device: torch.device, pe
 
         def fit(n_steps: int, n_epochs: int, _addon: Any = addon, _run: dict[str, Any] = run) -> Any:
             k = n_steps * B
-            fused = ops.length1_step_loss(_addon, x_t[:k], y_t[:k], _run["autocast"]) if _run["fused"] else None
             return train_tokens(
                 _addon, ops.length1_forward(_addon), step_forward=ops.length1_forward(_addon, compiled=_run["compiled"]),
-                step_loss_fn=fused, x_train=x_t[:k], y_train=y_t[:k], x_val=x_v, y_val=y_v, optim=optim,
+                x_train=x_t[:k], y_train=y_t[:k], x_val=x_v, y_val=y_v, optim=optim,
                 epochs=n_epochs, patience=None, batch_size=B, restore_best=False, seed=43, cuda_graph=_run["graph"],
                 autocast=_run["autocast"])
         try:
@@ -402,8 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-forward-tokens", default="", help="comma list of tokens per forward to try (bf16)")
     ap.add_argument("--published-steps", type=int, default=3600)
     ap.add_argument("--published-runs", default="eager,graph,compiled",
-                    help="published 001 variants: eager, graph, compiled, fused, each with an optional -bf16 or -tf32 "
-                         "(e.g. fused-bf16)")
+                    help="published 001 variants: eager, graph, compiled, each with an optional -bf16 or -tf32 "
+                         "(e.g. compiled-bf16)")
     ap.add_argument("--corrected-windows", type=int, default=1000)
     ap.add_argument("--addon-layers", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=2, help="epochs of each after-run (the first includes warm-up)")

@@ -163,32 +163,6 @@ def test_pure_length1_forward_is_bit_identical_to_the_modules(tiny):
     assert torch.equal(ref, pure)
 
 
-def test_whole_step_loss_equals_the_forward_loss_with_the_same_grads(tiny):
-    """``length1_step_loss`` (what ``cascade --compile`` compiles as one function) is the padded-batch loss
-    of the module forward: same value, same count, same gradient for every trained parameter."""
-    lm, _ = tiny
-    from core.smollm2.model import make_addon
-    from core.smollm2.train import static_token_loss
-
-    torch.manual_seed(0)
-    addon = make_addon(lm.config, 2)
-    D, V = lm.config.hidden_size, lm.config.vocab_size
-    x, y = torch.randn(20, D), torch.randint(0, V, (20,))
-    idx = torch.tensor([3, 7, 11, 19, 0, -1, -1, -1])
-    results = []
-    for make in (lambda: static_token_loss(ops.length1_forward(addon), x, y, None),
-                 lambda: ops.length1_step_loss(addon, x, y, None, compiled=False)):
-        addon.zero_grad(set_to_none=True)
-        loss, k = make()(idx)
-        loss.backward()
-        results.append((loss.detach(), int(k), {n: p.grad.clone() for n, p in addon.named_parameters() if p.grad is not None}))
-    (l0, k0, g0), (l1, k1, g1) = results
-    assert k0 == k1 == 5 and torch.allclose(l0, l1, atol=1e-6)
-    assert g0.keys() == g1.keys() and "model.layers.1.mlp.down_proj.weight" in g0
-    for name in g0:
-        assert torch.allclose(g0[name], g1[name], atol=1e-6), name
-
-
 def test_layer_cos_all_equals_pairwise_cos(tiny):
     hs = [torch.randn(3, 5, 16) for _ in range(6)]
     for dt in (None, torch.float16):

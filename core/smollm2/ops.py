@@ -405,31 +405,6 @@ def length1_head(h: torch.Tensor, w_norm: torch.Tensor, w_head: torch.Tensor, ep
     return F.linear(rms_norm(h, w_norm, eps), w_head)
 
 
-def length1_token_loss(
-    x_all: torch.Tensor, y_all: torch.Tensor, idx: torch.Tensor, layers: list[list[torch.Tensor]],
-    w_norm: torch.Tensor, w_head: torch.Tensor, eps: float, n_kv: int, groups: int, amp: torch.dtype | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A whole published-001 training loss as one pure function: gather the batch ``idx`` (-1 = padding)
-    from the training tokens, every length-1 layer, the head and the mean CE over valid rows.
-
-    Why one function: compiled whole, inductor fuses across the layer boundaries and into the
-    cross-entropy, and AOTAutograd makes a single backward graph: fewer kernels in a step that is
-    launch- and latency-bound. Returns (mean CE over valid rows, their count), like
-    :func:`core.smollm2.train.static_token_loss` with :func:`length1_block` / :func:`length1_head`.
-    """
-    valid = idx >= 0
-    j = idx.clamp(min=0)
-    y = torch.where(valid, y_all[j], torch.full_like(j, -100))
-    ctx = torch.autocast(x_all.device.type, dtype=amp, cache_enabled=False) if amp is not None else null_ctx()
-    with ctx:
-        h = x_all[j]
-        for w in layers:
-            h = length1_block(h, *w, eps, n_kv, groups)
-        logits = length1_head(h, w_norm, w_head, eps)
-    k = valid.sum()
-    return F.cross_entropy(logits.float(), y, ignore_index=-100, reduction="sum") / k, k
-
-
 _COMPILED: dict[str, Any] = {}
 
 
@@ -437,8 +412,7 @@ def _compiled(name: str) -> Any:
     """``torch.compile`` (default mode: fused kernels, no CUDA graphs of its own, so the caller may
     capture a whole training step) of one of the pure functions above, made once per process."""
     if name not in _COMPILED:
-        fn = {"block": length1_block, "head": length1_head, "ce_argmax": ce_argmax, "layer_cos": layer_cos_all,
-              "token_loss": length1_token_loss}[name]
+        fn = {"block": length1_block, "head": length1_head, "ce_argmax": ce_argmax, "layer_cos": layer_cos_all}[name]
         _COMPILED[name] = torch.compile(fn, dynamic=False)
     return _COMPILED[name]
 
@@ -466,27 +440,6 @@ def length1_forward(addon: Any, *, compiled: bool = False) -> Any:
     def eager(x: torch.Tensor) -> torch.Tensor:
         return head(length1_states(llama, x)[-1])
     return eager
-
-
-def length1_step_loss(addon: Any, x_train: torch.Tensor, y_train: torch.Tensor, amp: torch.dtype | None,
-                      *, compiled: bool = True) -> Any:
-    """``loss(idx) -> (mean CE, valid count)`` of the add-on's training steps through
-    :func:`length1_token_loss` (compiled once per process: the weights are arguments, so a new stage
-    does not recompile), or ``None`` where the pure path does not apply. Reads the parameters at each
-    call, so in-place optimizer updates are seen (and captured by a CUDA graph)."""
-    if not _pure_length1_ok(addon):
-        return None
-    cfg, llama, head = addon.config, addon.model, addon.lm_head
-    groups = cfg.num_attention_heads // cfg.num_key_value_heads
-    eps, n_kv = float(cfg.rms_norm_eps), int(cfg.num_key_value_heads)
-    layers = [[ly.input_layernorm.weight, ly.self_attn.v_proj.weight, ly.self_attn.o_proj.weight,
-               ly.post_attention_layernorm.weight, ly.mlp.gate_proj.weight, ly.mlp.up_proj.weight,
-               ly.mlp.down_proj.weight] for ly in llama.layers]
-    fn = _compiled("token_loss") if compiled else length1_token_loss
-
-    def loss(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return fn(x_train, y_train, idx, layers, llama.norm.weight, head.weight, eps, n_kv, groups, amp)
-    return loss
 
 
 def pure_length1_forward(addon: Any, block: Any = length1_block, top: Any = length1_head) -> Any:

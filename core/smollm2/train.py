@@ -512,15 +512,13 @@ def train_tokens(
     optim: OptimSpec, epochs: int, patience: int | None, batch_size: int, restore_best: bool,
     seed: int = 42, autocast: torch.dtype | None = None, on_epoch: EpochHook | None = None,
     eval_batch_size: int = 4096, eval_before: bool = False, cuda_graph: bool | None = None,
-    step_forward: Callable[[torch.Tensor], torch.Tensor] | None = None, step_loss_fn: StaticLoss | None = None,
+    step_forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> StageResult:
     """Train on independent token vectors: ``forward(x [B, D]) -> logits [B, V]``.
 
     ``step_forward``: the forward of the training steps only (default ``forward``), e.g. a compiled
     one (:func:`core.smollm2.ops.length1_forward`): steps have one fixed shape, validation batches
-    others, and a compiled function recompiles for each shape and for no-grad mode. ``step_loss_fn``:
-    the whole loss of a graphed step instead (``idx -> (mean CE, count)`` over ``x_train``/``y_train``,
-    e.g. :func:`core.smollm2.ops.length1_step_loss`, compiled as one function).
+    others, and a compiled function recompiles for each shape and for no-grad mode.
     """
     device = next(module.parameters()).device
     ctx: Callable[[], Any] = (lambda: torch.autocast(device.type, dtype=autocast)) if autocast else null_ctx
@@ -534,7 +532,7 @@ def train_tokens(
             logits = fwd_step(x)
         return F.cross_entropy(logits.float(), y), int(y.numel())
 
-    static_loss = step_loss_fn or static_token_loss(fwd_step, x_train, y_train, autocast)
+    static_loss = static_token_loss(fwd_step, x_train, y_train, autocast)
 
     @torch.no_grad()
     def evaluate() -> float:
