@@ -229,10 +229,13 @@ def _saturation_plot(rec, rows, path: Path) -> Path | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(layers, [stats[i]["cos_mean"] for i in layers], marker="o", label="mean")
-    if all("cos_p10" in stats[i] and "cos_p90" in stats[i] for i in layers):
-        ax.fill_between(layers, [stats[i]["cos_p10"] for i in layers], [stats[i]["cos_p90"] for i in layers],
-                        alpha=0.25, label="p10–p90")
+    means = [stats[i]["cos_mean"] for i in layers]
+    spread = None
+    if all("cos_p10" in stats[i] and "cos_p90" in stats[i] for i in layers):  # p10–p90 as asymmetric error bars
+        spread = [[max(0.0, m - stats[i]["cos_p10"]) for i, m in zip(layers, means)],
+                  [max(0.0, stats[i]["cos_p90"] - m) for i, m in zip(layers, means)]]
+    ax.bar(layers, means, yerr=spread, capsize=2, color="tab:blue", ecolor="gray",
+           label="mean" + (" (whiskers: p10–p90)" if spread else ""))
     ax.set_xlabel("layer")
     ax.set_ylabel("cos(h[i-1], h[i])")
     ax.set_title(f"run {rec['id']}: saturation profile")

@@ -133,16 +133,57 @@ def epoch_table(rows: Iterable[Mapping[str, Any]], title: str = "per-epoch metri
     return table
 
 
+BAR_KEYS = ("cos_mean", "mean", "loss", "val_loss")
+
+
+def bar(value: float | None, low: float, high: float, width: int = 20) -> Text:
+    """A horizontal bar of ``value`` on the scale [low, high] (eighth-block resolution)."""
+    if value is None or not math.isfinite(value) or high <= low:
+        return Text("")
+    eighths = round(max(0.0, min(1.0, (value - low) / (high - low))) * width * 8)
+    full, part = divmod(eighths, 8)
+    return Text("█" * full + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[part], style="cyan")
+
+
+def layer_profile_table(stage: int, by_key: Mapping[str, Mapping[int, float]]) -> Table:
+    """End-of-run per-layer statistics (one value per layer and key, e.g. ``saturation``) as one
+    layer × statistic table with a bar chart of the headline key, like report 003's profile."""
+    keys = list(by_key)
+    bar_key = next((k for k in BAR_KEYS if k in by_key), keys[0])
+    layers = sorted({layer for cells in by_key.values() for layer in cells})
+    bar_values = [v for v in by_key[bar_key].values() if math.isfinite(v)]
+    low = min(0.0, *bar_values) if bar_values else 0.0
+    high = max(bar_values) if bar_values else 1.0
+    title = "per-layer profile" + (f" (stage {stage})" if stage else "")
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("layer", justify="right")
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_column(f"{bar_key} ({fmt(low, 2)} … {fmt(high, 2)})", no_wrap=True)
+    for layer in layers:
+        table.add_row(str(layer), *(fmt(by_key[k].get(layer)) for k in keys), bar(by_key[bar_key].get(layer), low, high))
+    return table
+
+
 def layer_tables(rows: Iterable[Mapping[str, Any]], *, max_epochs: int = 12) -> list[Table]:
-    """Per-layer rows as layer × epoch tables, one per (stage, key)."""
+    """Per-layer rows as layer × epoch tables, one per (stage, key); a stage whose per-layer values
+    are all end-of-run (no epoch) becomes one :func:`layer_profile_table` instead."""
     groups: dict[tuple[int, str], dict[int, dict[Any, float]]] = {}
     for row in rows:
         if row["kind"] != "layer":
             continue
         cell = groups.setdefault((row["stage"], row["key"]), {}).setdefault(row["layer"], {})
         cell[row["epoch"]] = row["value"]
-    tables = []
+    final_only: dict[int, dict[str, dict[int, float]]] = {}
     for (stage, key), by_layer in groups.items():
+        final_only.setdefault(stage, {})[key] = {layer: cells.get(None) for layer, cells in by_layer.items()}
+    for (stage, key), by_layer in groups.items():
+        if any(set(cells) != {None} for cells in by_layer.values()):
+            final_only.pop(stage, None)
+    tables = [layer_profile_table(stage, by_key) for stage, by_key in final_only.items()]
+    for (stage, key), by_layer in groups.items():
+        if stage in final_only:
+            continue
         epochs = sorted({e for cells in by_layer.values() for e in cells}, key=lambda e: (e is None, e or 0))
         if len(epochs) > max_epochs:  # keep the first, the last, and evenly spaced ones between
             step = len(epochs) / (max_epochs - 1)

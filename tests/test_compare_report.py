@@ -299,3 +299,14 @@ def test_api_user_error_for_unknown_variant():
     with pytest.raises(api.UserError) as exc:
         plan_reproduce("004", "fixed")
     assert exc.value.exit_code == 2
+
+
+def test_report_003_document_has_the_saturation_bar_chart(db_path, db, tmp_path):
+    ids = seed_published(db, "003")
+    out = tmp_path / "doc003"
+    result = hrm("--db", str(db_path), "report", "003", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    text = (out / "report-003.md").read_text()
+    charts = sorted(p.name for p in out.glob("saturation-run*.png"))
+    assert charts and all(f"]({name})" in text for name in charts), (charts, sorted(ids))
+    assert (out / charts[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -299,3 +299,24 @@ async def test_quitting_leaves_runs_alone(seeded):
     assert store.get_run(db, ids["staged"]).status == "running"
     assert not store.get_run(db, ids["staged"]).cancel_requested
     db.dispose()
+
+
+async def test_an_end_of_run_layer_profile_shows_as_bars(seeded):
+    """A saturation-style run (one value per layer, no epochs) shows each layer's value with a bar."""
+    from hrm_tui.tui.widgets.layer_heatmap import LayerHeatmap
+
+    path, ids = seeded
+    db = open_database(path)
+    run_id = api.submit(db, "smoke", {"epochs": 1, "seed": 9}).id
+    RegistryEmitter(db, run_id).layers(None, {1: {"cos_mean": 0.004}, 25: {"cos_mean": 0.83}, 30: {"cos_mean": 0.13}})
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table(app).move_to(run_id)
+        await pilot.press("enter")
+        await settle(pilot)
+        heat = app.screen.query_one(LayerHeatmap)
+        rows = {int(str(heat.get_row_at(i)[0])): [str(c) for c in heat.get_row_at(i)] for i in range(heat.row_count)}
+        assert set(rows) == {1, 25, 30}
+        assert rows[25][1] == "0.83" and rows[25][2].count("█") == 24
+        assert 0 < rows[30][2].count("█") < rows[25][2].count("█") and rows[1][2].count("█") == 0

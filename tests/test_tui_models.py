@@ -156,3 +156,25 @@ def test_tui_modules_keep_core_headless():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+
+
+def test_end_of_run_layer_stats_render_as_one_profile_table_with_bars():
+    """A saturation-style run (per-layer values, no epochs) shows one layer x statistic table with a bar
+    chart of the mean, not one single-column table per statistic; per-epoch layers keep their tables."""
+    from rich.console import Console
+
+    from hrm_tui import render
+
+    rows = [{"kind": "layer", "stage": 0, "epoch": None, "layer": layer, "key": key, "value": value}
+            for layer, mean in ((1, 0.0039), (2, 0.8195), (30, 0.1267))
+            for key, value in (("cos_mean", mean), ("cos_std", 0.02))]
+    rows += [{"kind": "layer", "stage": 1, "epoch": e, "layer": 1, "key": "loss", "value": 2.0 / e} for e in (1, 2)]
+    tables = render.layer_tables(rows)
+    assert [t.title for t in tables] == ["per-layer profile", "per-layer loss (stage 1)"]
+    console = Console(width=120, record=True)
+    console.print(tables[0])
+    text = console.export_text()
+    lines = {ln.split("│")[1].strip(): ln for ln in text.splitlines() if ln.count("│") > 3 and ln.split("│")[1].strip().isdigit()}
+    assert set(lines) == {"1", "2", "30"}
+    assert lines["2"].count("█") > lines["30"].count("█") > lines["1"].count("█")
+    assert len(render.bar(0.5, 0.0, 1.0, width=10).plain) == 5 and render.bar(None, 0, 1).plain == ""

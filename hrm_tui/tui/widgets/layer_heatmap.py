@@ -1,4 +1,5 @@
-"""``LayerHeatmap``: one per-layer metric as a layer × epoch grid, each cell coloured by value."""
+"""``LayerHeatmap``: one per-layer metric as a layer × epoch grid, each cell coloured by value
+(a single end-of-run column, e.g. a saturation profile, as values with bars)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import DataTable
 
-from hrm_tui.render import fmt
+from hrm_tui.render import bar, fmt
 from hrm_tui.tui.series import Grid
 
 LOW = (46, 125, 50)
@@ -49,9 +50,18 @@ class LayerHeatmap(DataTable):
         for label in grid.columns:
             self.add_column(label)
         bounds = grid.bounds() or (0.0, 0.0)
+        profile = len(grid.columns) == 1  # one value per layer (an end-of-run profile): draw it as bars too
+        if profile:
+            self.add_column("")
         reverse = "rate" in grid.key or "acc" in grid.key
         for layer in grid.layers:
             cells = [Text(str(layer), justify="right")]
+            if profile:
+                value = grid.values[layer][0]
+                cells.append(Text(fmt(value, 3), justify="right"))
+                cells.append(bar(value, min(0.0, bounds[0]), bounds[1], width=24))
+                self.add_row(*cells)
+                continue
             for value in grid.values[layer]:
                 if value is None:
                     cells.append(Text("·", style="dim", justify="center"))
