@@ -39,9 +39,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.experiments.base import Emitter, Experiment, ExperimentConfig
+from core.experiments.base import Emitter, Experiment
+from core.experiments.smollm2_common import SmolLM2Config
 
-DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 RECIPES: dict[str, dict[str, object]] = {
     "000": dict(pipeline="C", num_samples=2500, val_samples=0, val_ratio=0.1, batch_size=16, stages=1,
@@ -53,13 +53,8 @@ RECIPES: dict[str, dict[str, object]] = {
 }
 
 
-class CascadeConfig(ExperimentConfig):
-    model: str = Field(DEFAULT_MODEL, min_length=1, max_length=1000,
-                       description="hub id, local model directory, or .gguf file of the frozen base model")
-    data_file: str = Field("", max_length=1000,
-                           description="Alpaca JSON list (instruction/input/output); empty: $HRM_ALPACA_FILE, then the hub")
+class CascadeConfig(SmolLM2Config):
     recipe: Literal["000", "001"] = Field("000", description="report whose settings fill every unset field")
-    data_seed: int = Field(42, ge=0, le=2**31 - 1, description="seed of the pipeline C sample permutation")
     pipeline: Literal["auto", "C", "D"] = Field("auto", description="Alpaca pipeline (000: C, 001: D)")
     num_samples: int | None = Field(None, ge=1, le=52_002,
                                     description="C: Alpaca samples (000: 2500); D: train chunks (001: 1000)")

@@ -27,19 +27,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.experiments.base import Emitter, Experiment, ExperimentConfig
+from core.experiments.base import Emitter, Experiment
+from core.experiments.smollm2_common import SmolLM2Config
 
-DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-class HardTokensConfig(ExperimentConfig):
-    model: str = Field(DEFAULT_MODEL, min_length=1, max_length=1000,
-                       description="hub id, local model directory, or .gguf file of the base model")
-    data_file: str = Field("", max_length=1000,
-                           description="Alpaca JSON list (instruction/input/output); empty: $HRM_ALPACA_FILE, then the hub")
+class HardTokensConfig(SmolLM2Config):
     num_samples: int = Field(1000, ge=1, le=52_002, description="train samples (pipeline C; val follows in the same stream)")
     val_samples: int = Field(200, ge=1, le=52_002, description="val samples: val_ratio = val / (train + val) of the token stream")
-    data_seed: int = Field(42, ge=0, le=2**31 - 1, description="seed of the pipeline C sample permutation")
     seq_len: int = Field(128, ge=2, le=8192, description="tokens per window")
     condition: Literal["both", "hard", "all"] = Field(
         "both", description="train on hard tokens, on the same number of leading tokens, or both (two stages)")

@@ -17,18 +17,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from core.experiments.base import Emitter, Experiment, ExperimentConfig
+from core.experiments.base import Emitter, Experiment
+from core.experiments.smollm2_common import SmolLM2Config
 
-DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-class SaturationConfig(ExperimentConfig):
-    model: str = Field(DEFAULT_MODEL, min_length=1, max_length=1000,
-                       description="hub id, local model directory, or .gguf file of the base model")
-    data_file: str = Field("", max_length=1000,
-                           description="Alpaca JSON list (instruction/input/output); empty: $HRM_ALPACA_FILE, then the hub")
+class SaturationConfig(SmolLM2Config):
     num_samples: int = Field(500, ge=1, le=52_002, description="Alpaca samples (pipeline C: shuffle(data_seed), first n)")
-    data_seed: int = Field(42, ge=0, le=2**31 - 1, description="seed of the pipeline C sample permutation")
     extract: Literal["exact", "fast"] = Field(
         "exact", description="fast: bf16 autocast + compiled decoder layers for the base pass on CUDA "
         "(~0.7 M tokens/s on an H100; cos changes in the 3rd-4th decimal); exact: the variant's own precision")
