@@ -21,8 +21,38 @@ def _v2_tags_and_retries(conn: Connection) -> None:
     RunTag.__table__.create(conn, checkfirst=True)
 
 
+def _add_missing_tables_and_columns(conn: Connection) -> None:
+    """Create every declared table that is missing and add every declared column that is missing.
+
+    Used by additive schema steps: a new column must be nullable or have a server-side default.
+    """
+    from core.registry.models import SQLModel
+
+    SQLModel.metadata.create_all(conn, checkfirst=True)
+    inspector = inspect(conn)
+    for table in SQLModel.metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            ddl_type = column.type.compile(dialect=conn.dialect)
+            default = ""
+            if column.default is not None and getattr(column.default, "is_scalar", False):
+                value = column.default.arg
+                if isinstance(value, bool):
+                    value = int(value) if conn.dialect.name == "sqlite" else str(value).upper()
+                default = f" DEFAULT {value!r}" if isinstance(value, str) else f" DEFAULT {value}"
+            conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl_type}{default}'))
+
+
+def _v3_liveness_attempts_hosts(conn: Connection) -> None:
+    """v3: worker heartbeats, scheduler leases per host, attempts and checkpoints, notes (additive)."""
+    _add_missing_tables_and_columns(conn)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v2_tags_and_retries,
+    3: _v3_liveness_attempts_hosts,
 }
 
 

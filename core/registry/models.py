@@ -13,8 +13,11 @@ from enum import Enum
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2
-"""Bump with every schema change and add a migration in :mod:`core.registry.migrations`."""
+SCHEMA_VERSION = 3
+"""Bump with every schema change and add a migration in :mod:`core.registry.migrations`.
+
+v3 is additive: every column added to a table here must be nullable or carry a scalar default,
+and :func:`core.registry.migrations._add_missing_tables_and_columns` brings older files up to date."""
 
 
 class RunStatus(str, Enum):
