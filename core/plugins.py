@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,40 @@ def report_document(obj: Any) -> dict[str, Any]:
             raise ValueError("the report's JSON is not an object")
         return doc
     raise TypeError(f"expected a dict, a JSON path or a callable, got {type(obj).__name__}")
+
+
+@cache
+def report_plugins() -> tuple[dict[str, dict[str, Any]], list[PluginProblem]]:
+    """Published-numbers documents of installed plugins by report id, and the entry points skipped."""
+    from core import published
+
+    docs: dict[str, dict[str, Any]] = {}
+
+    def check(name: str, obj: Any) -> str | None:
+        try:
+            doc = report_document(obj)
+            problems = _schema_problems(doc, published.PUBLISHED_SCHEMA) or published.check(doc)
+        except Exception as exc:  # noqa: BLE001 - a malformed document is the plugin's problem, reported
+            return f"invalid report document: {_first_line(exc)}"
+        if problems:
+            return f"invalid report document: {problems[0]}"
+        if doc.get("report") != name:
+            return f"the entry point is named {name!r} but the document says report {doc.get('report')!r}"
+        docs[name] = doc
+        return None
+
+    _, problems = load_group(REPORT_GROUP, check, reserved=set(published.REPORTS))
+    return docs, problems
+
+
+def _schema_problems(doc: Any, schema: dict[str, Any]) -> list[str]:
+    """JSON-schema errors of ``doc`` (``jsonschema`` when installed, else the required top-level keys)."""
+    if not isinstance(doc, dict):
+        return ["not a JSON object"]
+    try:
+        import jsonschema
+    except ImportError:
+        missing = [key for key in schema.get("required", []) if key not in doc]
+        return [f"missing {', '.join(missing)}"] if missing else []
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
+    return [f"{'/'.join(str(p) for p in e.path) or 'document'}: {e.message}" for e in errors[:1]]
