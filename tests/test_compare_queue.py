@@ -13,22 +13,15 @@ from core.experiments import catalog
 from core.registry import store
 from core.reproduce import compare_report, plan_reproduce
 from hrm_tui.cli import app
-from hrm_tui.cli_compare import register
-from tests.compare_helpers import register_all
 
-register(app)
 runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def full_catalog(monkeypatch):
-    register_all(monkeypatch)
+def no_background_scheduler(monkeypatch):
     started: list[str] = []
     monkeypatch.setattr(api, "ensure_scheduler", lambda db: started.append(db.url) or 4242)
-    yield started
-    import core.experiments
-
-    core.experiments.catalog.cache_clear()
+    return started
 
 
 def hrm(*args: str):
@@ -51,7 +44,7 @@ def queued(db_path, tag: str) -> list[tuple[str, dict]]:
 
 # --- reproduce --------------------------------------------------------------------------------
 
-def test_reproduce_queues_the_runs_with_the_tag_and_starts_a_scheduler(db_path, full_catalog):
+def test_reproduce_queues_the_runs_with_the_tag_and_starts_a_scheduler(db_path, no_background_scheduler):
     result = hrm("--db", str(db_path), "reproduce", "004", "--only", "10,11")
     assert result.exit_code == 0, result.output
     assert result.stdout == "reproduce-004-published\n"
@@ -62,7 +55,7 @@ def test_reproduce_queues_the_runs_with_the_tag_and_starts_a_scheduler(db_path, 
     for _, config in runs:
         assert config["variant"] == "published" and config["device"] == "cpu" and config["cpu_threads"] == 2
         assert config["seed"] == 42 and config["max_epochs"] == 30 and config["patience"] == 5
-    assert full_catalog == [f"sqlite:///{db_path}"]
+    assert no_background_scheduler == [f"sqlite:///{db_path}"]
     # The queued runs are what `compare --report` matches (numbers still missing: nothing ran).
     from core.registry import open_database
 
@@ -71,11 +64,11 @@ def test_reproduce_queues_the_runs_with_the_tag_and_starts_a_scheduler(db_path, 
     assert result.summary["counts"] == {"missing": 32}
 
 
-def test_reproduce_is_idempotent_and_variants_are_separate(db_path, full_catalog):
+def test_reproduce_is_idempotent_and_variants_are_separate(db_path, no_background_scheduler):
     assert hrm("--db", str(db_path), "reproduce", "004", "--only", "4", "--no-start-scheduler").exit_code == 0
     again = hrm("--db", str(db_path), "reproduce", "004", "--only", "4", "--no-start-scheduler")
     assert again.exit_code == 0 and "0 queued, 4 already there" in again.output
-    assert run_count(db_path) == 4 and full_catalog == []
+    assert run_count(db_path) == 4 and no_background_scheduler == []
     corrected = hrm("--db", str(db_path), "reproduce", "004", "--only", "4", "--variant", "corrected",
                     "--no-start-scheduler")
     assert corrected.exit_code == 0 and corrected.stdout == "reproduce-004-corrected\n"
@@ -91,20 +84,17 @@ def test_reproduce_plans_every_run_of_a_report(report):
     assert [i.key for i in items] == list(doc["runs"])
     for item in items:
         assert item.config["variant"] == "published"
-        if item.experiment in catalog():
-            api.validate_config(item.experiment, item.config)  # every planned config is valid
+        api.validate_config(item.experiment, item.config)  # every planned config is valid
 
 
 def test_reproduce_004_covers_exp_1_to_11(db_path):
     result = hrm("--db", str(db_path), "reproduce", "004", "--no-start-scheduler")
     assert result.exit_code == 0, result.output
-    missing = [k for k, s in published.load("004")["runs"].items() if s["experiment"] not in catalog()]
-    assert run_count(db_path) == 26 - len(missing)
+    assert all(s["experiment"] in catalog() for s in published.load("004")["runs"].values())
+    assert run_count(db_path) == 26
     runs = queued(db_path, "reproduce-004-published")
     assert ("hrm", "sequential") in [(e, c.get("update")) for e, c in runs]
-    assert sum(e == "progressive" for e, _ in runs) == (4 if "progressive" in catalog() else 0)
-    for key in missing:
-        assert key in result.output
+    assert sum(e == "progressive" for e, _ in runs) == 4
 
 
 def test_reproduce_dry_run_and_bad_input_write_nothing(db_path):
@@ -119,7 +109,7 @@ def test_reproduce_dry_run_and_bad_input_write_nothing(db_path):
 
 # --- sweep ------------------------------------------------------------------------------------
 
-def test_sweep_queues_the_grid_with_seeds_and_prints_the_tag(db_path, full_catalog):
+def test_sweep_queues_the_grid_with_seeds_and_prints_the_tag(db_path, no_background_scheduler):
     result = hrm("--db", str(db_path), "sweep", "smoke", "--param", "epochs=2,3", "--param", "layers=1,2,4",
                  "--seeds", "2", "--set", "sleep=1e-3", "--tag", "grid-1")
     assert result.exit_code == 0, result.output
@@ -128,7 +118,7 @@ def test_sweep_queues_the_grid_with_seeds_and_prints_the_tag(db_path, full_catal
     points = [(c["epochs"], c["layers"], c["seed"]) for _, c in runs]
     assert points == [(e, l, s) for e in (2, 3) for l in (1, 2, 4) for s in (42, 43)]
     assert all(c["sleep"] == 0.001 and e == "smoke" for e, c in runs)
-    assert full_catalog == [f"sqlite:///{db_path}"]
+    assert no_background_scheduler == [f"sqlite:///{db_path}"]
 
 
 def test_sweep_default_tag_and_dash_names(db_path):

@@ -17,21 +17,10 @@ from core.compare import COMPARE_JSON_SCHEMA
 from core.published import PUBLISHED_SCHEMA, parse_printed
 from core.reproduce import compare_report, within
 from hrm_tui.cli import app
-from hrm_tui.cli_compare import register
-from tests.compare_helpers import fake_run, register_all, seed_published
+from tests.compare_helpers import fake_run, seed_published
 from tests.schema_check import problem
 
-register(app)
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def full_catalog(monkeypatch):
-    register_all(monkeypatch)
-    yield
-    import core.experiments
-
-    core.experiments.catalog.cache_clear()
 
 
 def hrm(*args: str):

@@ -15,11 +15,9 @@ from core import api, compare
 from core.compare import COMPARE_JSON_SCHEMA
 from core.registry import store
 from hrm_tui.cli import app
-from hrm_tui.cli_compare import register
 from tests.compare_helpers import fake_run
 from tests.schema_check import problem
 
-register(app)
 runner = CliRunner()
 
 

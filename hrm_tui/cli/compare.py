@@ -1,8 +1,7 @@
 """``hrm compare``, ``hrm reproduce``, ``hrm report``, ``hrm sweep``: comparison tables and re-runs of the reports.
 
-Registered on the root app by ``register(app)`` (one line in :mod:`hrm_tui.cli`). Commands parse
-options, call :mod:`core.compare` / :mod:`core.reproduce` / :mod:`core.sweep` / :mod:`core.report`
-and render; Rich renderers of :class:`core.compare.Table` live here.
+Commands parse options, call :mod:`core.compare` / :mod:`core.reproduce` / :mod:`core.sweep` /
+:mod:`core.report` and render; Rich renderers of :class:`core.compare.Table` live here.
 """
 
 from __future__ import annotations
@@ -20,9 +19,11 @@ from rich.text import Text
 
 from core import api
 from core.compare import FORMATS, CompareError, Table, export, summary_line
+from hrm_tui.cli.common import DbOption, registry
 
 console = Console()
 err_console = Console(stderr=True)
+# (this module is imported only when one of its commands runs, so Rich at the top costs nothing else)
 WIDE = 240
 """Width used when stdout is not a terminal, so that piped report tables are not squeezed."""
 
@@ -30,7 +31,6 @@ WIDE = 240
 def _out_console() -> Console:
     return console if console.is_terminal else Console(width=WIDE)
 
-DbOption = Annotated[Optional[str], typer.Option("--db", envvar="HRM_DB", help="registry path or SQLAlchemy URL [default: ./runs.db]")]
 
 
 class Format(str, Enum):
@@ -50,10 +50,8 @@ EXTENSIONS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json"
 STATUS_STYLE = {"ok": "green", "out": "bold red", "missing": "yellow", "n/a": "dim", "info": "dim", "ref": "dim cyan"}
 
 
-def _db(db: Optional[str], *, create: bool = False):
-    from hrm_tui.cli import _root_db
-
-    return api.open_registry(db or _root_db(), create=create)
+def _db(ctx: typer.Context, db: Optional[str], *, create: bool = False):
+    return registry(ctx, db, create=create)
 
 
 # --- Rich rendering ---------------------------------------------------------------------------
@@ -125,6 +123,7 @@ def _summary_text(summary) -> Text:
 # --- hrm compare ------------------------------------------------------------------------------
 
 def compare(
+    ctx: typer.Context,
     runs: Annotated[Optional[list[int]], typer.Argument(help="run ids to compare (in this order)")] = None,
     experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", help="runs of this experiment")] = None,
     last: Annotated[Optional[int], typer.Option("--last", "-n", min=1, help="only the newest N runs")] = None,
@@ -157,7 +156,7 @@ def compare(
     if report is not None:
         if runs or experiment or last:
             raise api.UserError("--report selects its own runs: drop the run ids / --experiment / --last", 2)
-        _compare_report(report, exp, variant.value, tag, fmt, out, check, _parse_use(use), db)
+        _compare_report(ctx, report, exp, variant.value, tag, fmt, out, check, _parse_use(use), db)
         return
     if exp or use:
         raise api.UserError(f"{'--exp' if exp else '--use'} needs --report", 2)
@@ -167,7 +166,7 @@ def compare(
         raise api.UserError("give run ids or --experiment/--tag/--last, not both", 2)
     if not runs and not (experiment or tag):
         raise api.UserError("nothing to compare: give run ids, --experiment X [--last N], --tag T or --report R", 2)
-    database = _db(db)
+    database = _db(ctx, db)
     if runs:
         found = {r["id"]: r for r in api.list_records(database, ids=list(runs))}
         missing = [str(i) for i in runs if i not in found]
@@ -223,10 +222,10 @@ def _parse_use(values: Optional[list[str]]) -> dict[str, int]:
     return pinned
 
 
-def _compare_report(report, exp, variant, tag, fmt, out, check, use, db) -> None:
+def _compare_report(ctx, report, exp, variant, tag, fmt, out, check, use, db) -> None:
     from core.reproduce import compare_report
 
-    database = _db(db)
+    database = _db(ctx, db)
     result = compare_report(database, report, variant=variant, exps=exp, tag=tag, use=use)
     with_runs = fmt in (Format.table, Format.markdown) or (out is not None and out.suffix.lower() in (".md", ".markdown"))
     tables = [result.runs_table, *result.tables] if with_runs else result.tables
@@ -243,6 +242,7 @@ def _compare_report(report, exp, variant, tag, fmt, out, check, use, db) -> None
 # --- hrm reproduce ----------------------------------------------------------------------------
 
 def reproduce(
+    ctx: typer.Context,
     report: Annotated[str, typer.Argument(help="report to regenerate: 000, 001, 002, 003 or 004")],
     variant: Annotated[VariantChoice, typer.Option("--variant", help="published: the reports' code paths, quirks included; corrected: the fixes")] = VariantChoice.published,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="only these experiments of the report (e.g. 4, 5-11)")] = None,
@@ -268,7 +268,7 @@ def reproduce(
             table.add_row(item.exp, item.key, item.experiment + note, config)
         console.print(table)
         return
-    database = _db(db, create=True)
+    database = _db(ctx, db, create=True)
     result = queue_reproduce(database, report, items, variant.value, priority=priority)
     table = RichTable(title=f"reproduce {report} ({variant.value})", title_justify="left", header_style="bold")
     for col in ("exp", "key", "experiment", "run", "state"):
@@ -303,6 +303,7 @@ def _start_scheduler(database, start: bool) -> None:
 # --- hrm report -------------------------------------------------------------------------------
 
 def report_cmd(
+    ctx: typer.Context,
     report: Annotated[str, typer.Argument(help="report: 000, 001, 002, 003 or 004")],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for the markdown document and its PNG plots")],
     variant: Annotated[VariantChoice, typer.Option("--variant", help="which variant's runs to use")] = VariantChoice.published,
@@ -315,7 +316,7 @@ def report_cmd(
 
     if out.exists() and not out.is_dir():
         raise api.UserError(f"--out {out} exists and is not a directory", 2)
-    path = write_report(_db(db), report, out, variant=variant.value, exps=exp, tag=tag)
+    path = write_report(_db(ctx, db), report, out, variant=variant.value, exps=exp, tag=tag)
     pngs = sorted(p.name for p in path.parent.glob("*.png"))
     err_console.print(f"wrote {path} and {len(pngs)} plot(s)")
     sys.stdout.write(str(path) + "\n")
@@ -324,6 +325,7 @@ def report_cmd(
 # --- hrm sweep --------------------------------------------------------------------------------
 
 def sweep(
+    ctx: typer.Context,
     experiment: Annotated[str, typer.Argument(help="experiment to sweep (see `hrm experiments`)")],
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=V1,V2,... one grid axis (repeatable)")] = None,
     fixed: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="NAME=VALUE fixed for every point (repeatable)")] = None,
@@ -344,7 +346,7 @@ def sweep(
         for point in plan.points:
             console.print(json.dumps({k: point[k] for k in plan.axes}), highlight=False)
         return
-    database = _db(db, create=True)
+    database = _db(ctx, db, create=True)
     ids = queue_sweep(database, plan, priority=priority)
     err_console.print(f"{len(ids)} runs of {experiment} queued (runs {ids[0]}–{ids[-1]}): {axes}")
     err_console.print(f"compare with: hrm compare --tag {plan.tag}")
@@ -352,12 +354,4 @@ def sweep(
     _start_scheduler(database, start)
 
 
-def register(app: typer.Typer) -> None:
-    """Add compare, reproduce, report and sweep to the root ``hrm`` app (idempotent)."""
-    have = {c.name for c in app.registered_commands}
-    for name, func in (("compare", compare), ("reproduce", reproduce), ("report", report_cmd), ("sweep", sweep)):
-        if name not in have:
-            app.command(name)(func)
-
-
-__all__ = ["register", "rich_table", "FORMATS"]
+__all__ = ["compare", "reproduce", "report_cmd", "sweep", "rich_table", "FORMATS"]

@@ -1,0 +1,225 @@
+"""``hrm``: queue, watch and manage experiment runs from the shell.
+
+Layout (one module per topic, each a set of plain Typer command functions):
+
+- this module: the root app (``--db``, ``--verbose``, ``--version``), the one-line error handling
+  and :data:`COMMANDS`, the table of every command;
+- :mod:`hrm_tui.cli.common`: what commands share (``DbOption``, :func:`~hrm_tui.cli.common.registry`,
+  consoles, JSON output);
+- :mod:`hrm_tui.cli.run` (``hrm run <experiment>``), :mod:`hrm_tui.cli.runs` (ls, show, logs, cancel,
+  retry, delete), :mod:`hrm_tui.cli.catalog` (experiments), :mod:`hrm_tui.cli.scheduler`,
+  :mod:`hrm_tui.cli.compare` (compare, reproduce, report, sweep), :mod:`hrm_tui.cli.dashboard` (tui).
+
+Commands are registered lazily so that ``hrm ls --json`` starts fast: importing this package imports
+Typer and nothing else; a command's module is imported only when that command runs (or its own
+``--help`` is asked for). ``hrm --help`` lists commands from the table without importing them.
+
+Adding a command (other helpers: do exactly this):
+
+1. write ``def my_command(ctx: typer.Context, ..., db: DbOption = None)`` in a module of your topic
+   under ``hrm_tui/cli/`` (docstring = its help; heavy imports inside the function or at the top of
+   your module, never in this file);
+2. add one line to :data:`COMMANDS`: ``"name": ("hrm_tui.cli.mymodule", "my_command", "short help")``.
+   The attribute may also be a ``typer.Typer`` (a command group) or a click command.
+
+Open the registry with ``common.registry(ctx, db)`` (explicit ``--db`` of the command, then the root's
+``--db``, then ``$HRM_DB``, then ``./runs.db``). Root state lives in ``ctx.obj`` (a
+:class:`CliState`), never in a module global. A user's mistake ends with one ``error: ...`` line on
+stderr and exit code 2 (usage) or 1 (runtime): raise ``core.api.UserError(message, code)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperCommand, TyperGroup
+
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: (module, attribute, short help shown by `hrm --help`)
+    "run": ("hrm_tui.cli.run", "run_group", "Validate a config and queue a run of an experiment."),
+    "ls": ("hrm_tui.cli.runs", "list_runs", "List runs, newest first."),
+    "show": ("hrm_tui.cli.runs", "show", "A run in full: config, status, timings, per-epoch and per-layer tables."),
+    "logs": ("hrm_tui.cli.runs", "logs", "The run's log: worker output (stdout/stderr), followed live with -f."),
+    "cancel": ("hrm_tui.cli.runs", "cancel", "Cancel a run (graceful SIGTERM, then SIGKILL after a grace period)."),
+    "retry": ("hrm_tui.cli.runs", "retry", "Queue a new run with the same experiment and config."),
+    "delete": ("hrm_tui.cli.runs", "delete", "Delete a finished run and all its metrics."),
+    "experiments": ("hrm_tui.cli.catalog", "experiments", "The catalog: names, parameters, defaults and bounds."),
+    "scheduler": ("hrm_tui.cli.scheduler", "scheduler", "Run the scheduler in the foreground."),
+    "compare": ("hrm_tui.cli.compare", "compare", "Compare runs side by side, or a report's numbers with ours."),
+    "reproduce": ("hrm_tui.cli.compare", "reproduce", "Queue every run needed to regenerate a report's tables."),
+    "report": ("hrm_tui.cli.compare", "report_cmd", "Write a report regenerated with our numbers (markdown, plots)."),
+    "sweep": ("hrm_tui.cli.compare", "sweep", "Queue a grid of runs under one tag; prints the tag."),
+    "tui": ("hrm_tui.cli.dashboard", "tui", "Open the dashboard (same as `hrm-tui`)."),
+}
+"""Every ``hrm`` command: name -> (module, attribute, short help). Extend with one line."""
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+class PlainHelp:
+    """Help that reads like the usual Unix tools: ``RUN_ID`` not ``{RUN_ID}``, no ``<bool>`` on flags."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+    def format_help(self, ctx, formatter) -> None:
+        for param in self.get_params(ctx):
+            if getattr(param, "is_flag", False):
+                param.display_type_rich = _no_type
+        super().format_help(ctx, formatter)
+
+
+def _no_type(ctx=None) -> None:
+    return None
+
+
+class HrmCommand(PlainHelp, TyperCommand):
+    """Every leaf command of ``hrm``."""
+
+
+def command_holder() -> typer.Typer:
+    """A throwaway Typer app that turns one function into a click command with hrm's settings."""
+    return typer.Typer(context_settings=CONTEXT_SETTINGS, rich_markup_mode="rich", add_completion=False,
+                       pretty_exceptions_enable=False)
+
+
+@dataclass
+class CliState:
+    """What the root callback hands to every command through ``ctx.obj``."""
+
+    db: Optional[str] = None
+    verbose: bool = False
+
+
+def load_command(name: str, spec: tuple[str, str, str]) -> Any:
+    """Import a command's module and turn its attribute into a click command named ``name``."""
+    module_name, attribute, short_help = spec
+    target = getattr(importlib.import_module(module_name), attribute)
+    if isinstance(target, typer.Typer):
+        command = typer.main.get_command(target)
+    elif callable(target) and not hasattr(target, "make_context"):
+        holder = command_holder()
+        holder.command(name, cls=HrmCommand)(target)
+        command = typer.main.get_command(holder)
+    else:
+        command = target
+    command.name = name
+    if not command.short_help:
+        command.short_help = short_help
+    return command
+
+
+class LazyCommands(PlainHelp, TyperGroup):
+    """A group whose commands come from a table and are imported only when used."""
+
+    table: dict[str, tuple[str, str, str]] = COMMANDS
+    _listing = False
+
+    def list_commands(self, ctx) -> list[str]:
+        return [*self.table, *(n for n in self.commands if n not in self.table)]
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        spec = self.table.get(cmd_name)
+        if spec is None:
+            return None
+        if self._listing:  # `hrm --help`: the table's short help, nothing imported
+            return TyperCommand(name=cmd_name, short_help=spec[2], help=spec[2])
+        command = load_command(cmd_name, spec)
+        self.commands[cmd_name] = command
+        return command
+
+    def format_help(self, ctx, formatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+def _user_error_code(exc: BaseException) -> Optional[int]:
+    """Exit code for an error a user caused (or ``None``), without importing ``core`` eagerly."""
+    for module_name, class_name in (("core.errors", "UserError"), ("core.api", "UserError")):
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if cls is not None and isinstance(exc, cls):
+            return getattr(exc, "exit_code", 1)
+    for module_name in ("core.errors", "core.registry.db", "core.registry"):
+        cls = getattr(sys.modules.get(module_name), "RegistryError", None)
+        if cls is not None and isinstance(exc, cls):
+            return 1
+    return None
+
+
+class OneLineErrors(LazyCommands):
+    """Usage errors, :class:`core.api.UserError` and registry errors become one ``error:`` line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            print("aborted", file=sys.stderr)
+            code = 1
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except typer.TyperException as exc:
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            print(f"error: {message}", file=sys.stderr)
+            code = getattr(exc, "exit_code", 2)
+        except Exception as exc:
+            code = _user_error_code(exc)
+            if code is None:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    cls=OneLineErrors, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
+    context_settings=CONTEXT_SETTINGS,
+    help="hrm-tui: queue, run, watch and compare hierarchical / early-exit LM experiments.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("hrm-tui")
+        except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+            number = "unknown"
+        sys.stdout.write(f"hrm-tui {number}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db: Annotated[Optional[str], typer.Option(
+        "--db", envvar="HRM_DB", show_default="./runs.db",
+        help="registry path or SQLAlchemy URL, for every command")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log what the scheduler does")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """hrm-tui: queue, run, watch and compare hierarchical / early-exit LM experiments."""
+    ctx.obj = CliState(db=db, verbose=verbose)
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main", "COMMANDS", "CliState", "OneLineErrors"]

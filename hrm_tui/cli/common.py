@@ -1,0 +1,77 @@
+"""What every ``hrm`` command shares: the ``--db``/``--json`` options, opening the registry, output.
+
+Nothing here imports Rich or ``core`` at import time: ``hrm ls --json`` must not pay for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from functools import lru_cache
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from core.registry import Database
+
+DbOption = Annotated[Optional[str], typer.Option(
+    "--db", show_default="root --db, $HRM_DB or ./runs.db", help="registry path or SQLAlchemy URL")]
+"""A command's own ``--db``. It reads no environment variable: ``$HRM_DB`` is read once, by the
+root option, so that an explicit ``--db`` (the root's or the command's) always wins over it."""
+
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output (schema in the README)")]
+RunIdArgument = Annotated[int, typer.Argument(metavar="RUN_ID", help="run id (see `hrm ls`)")]
+
+
+def db_target(ctx: Optional[typer.Context], db: Optional[str]) -> Optional[str]:
+    """The registry to use: the command's ``--db``, the root's ``--db``, ``$HRM_DB``, else default."""
+    if db:
+        return db
+    state = ctx.find_root().obj if ctx is not None else None
+    root_db = getattr(state, "db", None)
+    return root_db or os.environ.get("HRM_DB") or None
+
+
+def registry(ctx: Optional[typer.Context], db: Optional[str], *, create: bool = False) -> "Database":
+    """Open the registry for a command (one ``error:`` line if it cannot be opened)."""
+    from core import api
+
+    return api.open_registry(db_target(ctx, db), create=create)
+
+
+@lru_cache(maxsize=None)
+def console() -> "Console":
+    """Rich console on stdout (created on first use: Rich costs start-up time)."""
+    from rich.console import Console
+
+    return Console()
+
+
+@lru_cache(maxsize=None)
+def err_console() -> "Console":
+    """Rich console on stderr, for progress and status lines."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def ensure_scheduler(db, start: bool, *, quiet: bool) -> None:
+    """Start a background scheduler when none is alive (or say how to start one)."""
+    from core import api
+
+    if api.scheduler_alive(db):
+        return
+    if start:
+        pid = api.start_background_scheduler(db)
+        if not quiet:
+            err_console().print(f"[dim]started a background scheduler (pid {pid}); it exits when idle[/dim]")
+    elif not quiet:
+        err_console().print("[yellow]no scheduler is running:[/yellow] start one with `hrm scheduler`")

@@ -1,0 +1,117 @@
+"""``hrm run <experiment>``: validate a config, queue it, and optionally follow or wait for it.
+
+Each experiment's options come from its pydantic config (:mod:`hrm_tui.options`); the subcommand of
+one experiment is built only when that experiment is named, so ``hrm run smoke`` does not build the
+other fourteen.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperCommand, TyperGroup
+
+from hrm_tui.cli import CONTEXT_SETTINGS, HrmCommand, PlainHelp, command_holder
+from hrm_tui.cli.common import db_target, ensure_scheduler, err_console
+
+
+def _common_run_parameters() -> list[inspect.Parameter]:
+    def opt(name, annotation, default, *decls, help, **extra):
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                 annotation=Annotated[annotation, typer.Option(*decls, help=help, rich_help_panel="Run", **extra)])
+
+    return [
+        opt("hrm_db", Optional[str], None, "--db", help="registry path or URL",
+            show_default="root --db, $HRM_DB or ./runs.db"),
+        opt("hrm_follow", bool, False, "--follow", "-f", help="stream the run's metrics until it ends"),
+        opt("hrm_wait", bool, False, "--wait", help="block until the run ends; exit 0 only if it completed"),
+        opt("hrm_tags", list[str], [], "--tag", "-t", help="tag the run (repeatable)"),
+        opt("hrm_priority", int, 0, "--priority", help="higher runs first"),
+        opt("hrm_start", bool, True, "--start-scheduler/--no-start-scheduler",
+            help="start a background scheduler when none is alive"),
+    ]
+
+
+def make_run_command(name: str):
+    """The ``hrm run NAME`` command function, its options generated from the experiment's config."""
+    from core import api
+    from core.experiments import get_experiment
+    from core.registry import RunStatus
+    from hrm_tui.options import option_parameters, plain_values, with_signature
+
+    experiment = get_experiment(name)
+
+    def command(ctx: typer.Context, **kwargs: Any) -> None:
+        kwargs = plain_values(kwargs)
+        db_arg = db_target(ctx, kwargs.pop("hrm_db"))
+        follow, wait = kwargs.pop("hrm_follow"), kwargs.pop("hrm_wait")
+        tags, priority, start = kwargs.pop("hrm_tags"), kwargs.pop("hrm_priority"), kwargs.pop("hrm_start")
+        api.validate_config(name, kwargs)  # before the registry is touched: bad input writes nothing
+        db = api.open_registry(db_arg, create=True)
+        run = api.submit(db, name, kwargs, tags=tags, priority=priority)
+        if wait:
+            ensure_scheduler(db, start, quiet=True)
+            final = api.wait(db, run.id)
+            raise typer.Exit(0 if final.status == RunStatus.COMPLETED.value else 1)
+        err_console().print(f"run [bold]{run.id}[/bold] queued ({name}, {run.variant})")
+        if not sys.stdout.isatty():
+            sys.stdout.write(f"{run.id}\n")
+        ensure_scheduler(db, start, quiet=False)
+        if follow:
+            from hrm_tui.cli.follow import follow_run
+
+            final_status = follow_run(db, run.id)
+            raise typer.Exit(0 if final_status == RunStatus.COMPLETED.value else 1)
+
+    command.__name__ = name.replace("-", "_")
+    command.__doc__ = experiment.description
+    ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    params = [ctx_param, *option_parameters(experiment.config_cls), *_common_run_parameters()]
+    return with_signature(command, params)
+
+
+class ExperimentCommands(PlainHelp, TyperGroup):
+    """``hrm run``'s subcommands: one per catalog entry, built on first use."""
+
+    _listing = False
+
+    def list_commands(self, ctx) -> list[str]:
+        from core.experiments import catalog
+
+        return list(catalog())
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        from core.experiments import catalog
+
+        experiment = catalog().get(cmd_name)
+        if experiment is None:
+            return None
+        if self._listing:
+            return TyperCommand(name=cmd_name, short_help=experiment.description, help=experiment.description)
+        holder = command_holder()
+        holder.command(cmd_name, help=experiment.description, cls=HrmCommand)(make_run_command(cmd_name))
+        command = typer.main.get_command(holder)
+        command.name = cmd_name
+        self.commands[cmd_name] = command
+        return command
+
+    def format_help(self, ctx, formatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+run_group = typer.Typer(cls=ExperimentCommands, no_args_is_help=True, context_settings=CONTEXT_SETTINGS,
+                        rich_markup_mode="rich", add_completion=False, help="Validate a config and queue a run of an experiment.")
+
+
+@run_group.callback()
+def run_callback() -> None:
+    """Validate a config and queue a run of an experiment (`hrm experiments` lists them)."""
