@@ -73,6 +73,10 @@ class Run(SQLModel, table=True):
     total_epochs: int | None = None
     headline_key: str | None = None
     headline_value: float | None = None
+    # Annotations a user edits after submit, and where a run came from when it was not run here.
+    note: str | None = None
+    imported_from: str | None = None
+    """``mlflow:<tracking uri>#<mlflow run id>`` for an imported, read-only record (never retried)."""
 
 
 class Metric(SQLModel, table=True):
