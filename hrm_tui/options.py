@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import re
 import typing
 from typing import Annotated, Any, Literal
 
@@ -43,7 +44,7 @@ def option_parameters(config_cls: type[ExperimentConfig]) -> list[inspect.Parame
         if bounds:
             help_text = f"{help_text} [{bounds}]"
         choices = field_choices(field)
-        kwargs: dict[str, Any] = {"help": help_text, "show_default": True, "rich_help_panel": "Experiment"}
+        kwargs: dict[str, Any] = {"help": escape_markup(help_text), "show_default": True, "rich_help_panel": "Experiment"}
         flag = "--" + name.replace("_", "-")
         py_type = choice_enum(name, choices) if choices else cli_type(field)
         decls = [f"{flag}/--no-{name.replace('_', '-')}"] if py_type is bool else [flag]
@@ -57,6 +58,14 @@ def option_parameters(config_cls: type[ExperimentConfig]) -> list[inspect.Parame
             annotation=Annotated[py_type, typer.Option(*decls, **kwargs)],
         ))
     return params
+
+
+_MARKUP_TAG = re.compile(r"(?<!\\)\[(?=[a-zA-Z#/@])")
+
+
+def escape_markup(text: str) -> str:
+    """Keep ``[like this]`` in a help text visible: Rich would read it as a style tag and drop it."""
+    return _MARKUP_TAG.sub(r"\\[", text)
 
 
 def choice_enum(name: str, choices: list[str]) -> type[enum.Enum]:

@@ -1,0 +1,128 @@
+"""The ``hrm`` package itself: lazy command loading, root state, ``--db`` precedence, help texts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from core.registry import open_database, store
+from hrm_tui.cli import COMMANDS, app
+
+runner = CliRunner()
+
+
+def hrm(*args: str, env: dict | None = None):
+    return runner.invoke(app, list(args), env=env)
+
+
+def imported_after(code: str) -> set[str]:
+    """Module names a fresh interpreter has loaded after running ``code``."""
+    script = f"import sys\n{code}\nprint('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_importing_the_cli_loads_no_command_and_no_core():
+    loaded = imported_after("import hrm_tui.cli")
+    heavy = {"core", "rich", "pydantic", "sqlalchemy", "torch", "textual", "hrm_tui.cli.runs", "hrm_tui.cli.run"}
+    assert not heavy & loaded, heavy & loaded
+
+
+def test_root_help_lists_every_command_without_importing_them():
+    code = ("from hrm_tui.cli import app\nimport typer.main\n"
+            "try:\n    typer.main.get_command(app).main(['--help'], prog_name='hrm')\nexcept SystemExit:\n    pass")
+    loaded = imported_after(code)
+    assert not {m for m in loaded if m.startswith(("core", "hrm_tui.cli."))}, "the table's help is enough for --help"
+    result = hrm("--help")
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_table_entry_loads_and_has_help(name):
+    result = hrm(name, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output and "Traceback" not in result.output
+
+
+def test_usage_and_flags_read_plainly():
+    show = hrm("show", "--help").output
+    assert "RUN_ID" in show and "{RUN_ID}" not in show and "{run_id}" not in show
+    assert "<bool>" not in show
+    run = hrm("run", "smoke", "--help").output
+    assert "<bool>" not in run and "--follow" in run
+    assert "[default: 42]" in run  # Typer's own default, not swallowed as markup
+
+
+def test_version():
+    result = hrm("--version")
+    assert result.exit_code == 0 and result.output.startswith("hrm-tui ")
+
+
+def _two_registries(tmp_path):
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    for path in (a, b):
+        db = open_database(path, create=True)
+        store.create_run(db, "smoke", {"epochs": 1})
+        db.dispose()
+    return a, b
+
+
+def _status(path, run_id=1):
+    db = open_database(path)
+    try:
+        return store.get_run(db, run_id).status
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("where", ["root", "command"])
+def test_explicit_db_beats_the_environment(tmp_path, where):
+    """Issue #14: `HRM_DB=a.db hrm --db b.db cancel 1` cancelled run 1 of a.db."""
+    a, b = _two_registries(tmp_path)
+    args = ["--db", str(b), "cancel", "1"] if where == "root" else ["cancel", "1", "--db", str(b)]
+    result = hrm(*args, env={"HRM_DB": str(a)})
+    assert result.exit_code == 0, result.output
+    assert _status(b) == "cancelled"
+    assert _status(a) == "queued"
+
+
+def test_command_db_beats_root_db_and_environment_is_the_fallback(tmp_path):
+    a, b = _two_registries(tmp_path)
+    listed = hrm("--db", str(a), "ls", "--json", "--db", str(b))
+    assert listed.exit_code == 0
+    assert hrm("cancel", "1", env={"HRM_DB": str(a)}).exit_code == 0
+    assert _status(a) == "cancelled" and _status(b) == "queued"
+
+
+def test_state_lives_in_the_context_not_in_a_module_global(tmp_path):
+    """Two invocations in one process with different --db do not leak into each other."""
+    a, b = _two_registries(tmp_path)
+    first = json.loads(hrm("--db", str(a), "ls", "--json").output)
+    hrm("--db", str(b), "cancel", "1")
+    second = json.loads(hrm("--db", str(a), "ls", "--json").output)
+    assert first == second and second["runs"][0]["status"] == "queued"
+
+
+def test_bracketed_words_in_a_config_description_stay_visible(monkeypatch):
+    """A field description like ``[default: x]`` must not be eaten as Rich markup."""
+    from pydantic import Field
+
+    from core.experiments.base import ExperimentConfig
+    from hrm_tui.options import option_parameters
+
+    class Demo(ExperimentConfig):
+        width: int = Field(4, description="model width [default: report value]")
+
+    (param,) = [p for p in option_parameters(Demo) if p.name == "width"]
+    help_text = param.annotation.__metadata__[0].help
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(help_text)
+    assert "[default: report value]" in console.export_text()
