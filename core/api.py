@@ -6,7 +6,6 @@ Errors a user can cause are :class:`UserError` (a one-line message, exit code 1 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,36 +13,61 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from core.experiments import UnknownExperiment, get_experiment
-from core.paths import scheduler_log
-from core.registry import Database, RegistryError, RunStatus, open_database, store
-from core.registry.store import RunView as Run
+from core.errors import UserError
+from core.experiments import UnknownExperiment, catalog, get_experiment
+from core.experiments.schema import describe
+from core.paths import scheduler_log, worker_log
+from core.registry import Database, RegistryError, open_database, store
+from core.registry.db import sqlite_path
+from core.registry.view import RUNS_JSON_SCHEMA, RunView
 from core.scheduler.loop import HEARTBEAT_STALE_AFTER
 from core.scheduler.process import PROJECT_ROOT, is_worker_of
 
-RUNS_JSON_SCHEMA = "hrm.runs/v1"
+Run = RunView
+"""The run entity every front end reads (:class:`core.registry.view.RunView`)."""
 
-
-class UserError(Exception):
-    """A mistake in the user's input: one line, no traceback. ``exit_code`` 2 = usage, 1 = runtime."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+__all__ = ["RUNS_JSON_SCHEMA", "Run", "RunView", "UserError"]  # and every public function below
 
 
 def open_registry(db: str | None, *, create: bool = False) -> Database:
+    """The registry at ``db`` (path or URL; None: ``$HRM_DB`` or ``./runs.db``); UserError when unusable.
+
+    Without ``create`` a missing file is refused (readers never leave an empty ``runs.db`` behind)."""
     try:
         return open_database(db, create=create)
     except RegistryError as exc:
         raise UserError(str(exc), 1) from None
 
 
+def worker_log_path(db: Database, run_id: int) -> Path:
+    """Where the scheduler sends a run's stdout and stderr."""
+    return worker_log(db.url, run_id)
+
+
+def registry_path(db: Database) -> Path | None:
+    """The file behind a SQLite registry (None for a server database or in-memory SQLite)."""
+    return sqlite_path(db.url)
+
+
 # --- configs ----------------------------------------------------------------------------------
+
+def experiment_names() -> list[str]:
+    """The catalog's experiment names, in catalog order."""
+    return list(catalog())
+
+
+def describe_experiment(name: str) -> dict[str, Any]:
+    """An experiment's catalog entry (``hrm.experiments/v1`` shape); UserError(exit 2) when unknown."""
+    try:
+        return describe(get_experiment(name))
+    except UnknownExperiment as exc:
+        raise UserError(str(exc), 2) from None
+
 
 def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
@@ -123,57 +147,127 @@ def require_run(db: Database, run_id: int) -> Run:
     return run
 
 
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts))
+def list_runs(db: Database, **filters: Any) -> list[Run]:
+    """Runs newest first, with their tags and headline fallback (filters: see ``store.list_runs``)."""
+    return store.list_runs(db, **filters)
 
 
-def elapsed(run: Run, now: float | None = None) -> float | None:
-    if run.started_at is None:
-        return None
-    return (run.finished_at or now or time.time()) - run.started_at
-
-
-def latest_key(row: Mapping[str, Any]) -> str:
-    """``val_ppl`` for run-level rows, ``s2/val_ppl`` for stage 2."""
-    return row["key"] if not row["stage"] else f"s{row['stage']}/{row['key']}"
-
-
-def run_record(run: Run, latest: Sequence[Mapping[str, Any]] = (), tags: Sequence[str] = ()) -> dict[str, Any]:
-    """The stable JSON shape of a run (schema ``hrm.runs/v1``, documented in the README)."""
-    return {
-        "id": run.id,
-        "experiment": run.experiment,
-        "variant": run.variant,
-        "status": run.status,
-        "config": json.loads(run.config_json),
-        "tags": list(tags),
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
-        "elapsed_s": elapsed(run),
-        "host": run.host,
-        "gpu": run.gpu,
-        "pid": run.pid,
-        "progress": {"stage": run.stage, "stage_name": run.stage_name, "epoch": run.epoch,
-                     "total_epochs": run.total_epochs},
-        "headline": {"key": run.headline_key, "value": run.headline_value},
-        "latest": {
-            latest_key(m): {k: m[k] for k in ("last", "last_epoch", "min", "min_epoch", "max", "max_epoch", "count")}
-            for m in latest
-        },
-        "error": run.error,
-        "exit_code": run.exit_code,
-        "retry_of": run.retry_of,
-        "info": json.loads(run.info_json or "{}"),
-    }
+def run_record(run: Run, latest: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The stable JSON shape of a run (``hrm.runs/v1``): :meth:`RunView.record`."""
+    return run.record(latest)
 
 
 def list_records(db: Database, **filters: Any) -> list[dict[str, Any]]:
+    """``hrm.runs/v1`` records of the runs ``list_runs`` finds, with their latest-metric summaries."""
     runs = store.list_runs(db, **filters)
-    ids = [r.id for r in runs]
-    latest = store.latest_metrics(db, ids)
-    tags = store.tags_of(db, ids)
-    return [run_record(r, latest.get(r.id, []), tags.get(r.id, [])) for r in runs]
+    latest = store.latest_metrics(db, [r.id for r in runs])
+    return [r.record(latest.get(r.id, [])) for r in runs]
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """Everything ``hrm show`` and the dashboard's run view print about one run."""
+
+    run: Run
+    latest: list[dict[str, Any]]
+    metrics: list[dict[str, Any]]
+    tables: list[dict[str, Any]]
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.run.record(self.latest)
+
+
+def run_detail(db: Database, run_id: int, *, with_metrics: bool = True) -> RunDetail:
+    """The run, its latest-metric summaries, its metric history (unless ``with_metrics`` is False)
+    and its analysis tables; UserError when it does not exist."""
+    run = require_run(db, run_id)
+    latest = store.latest_metrics(db, [run_id]).get(run_id, [])
+    metrics = store.metrics(db, run_id) if with_metrics else []
+    return RunDetail(run, latest, metrics, store.result_tables(db, run_id))
+
+
+def metrics_since(db: Database, run_id: int, after_id: int = 0) -> list[dict[str, Any]]:
+    """Metric rows of a run emitted after row ``after_id``, in emission order (live tails)."""
+    return store.metrics(db, run_id, after_id=after_id)
+
+
+def logs_since(db: Database, run_id: int, after_id: int = 0) -> list[dict[str, Any]]:
+    """Registry log lines (worker and scheduler notes) of a run after row ``after_id``."""
+    return store.logs(db, run_id, after_id=after_id)
+
+
+def scheduler_status(db: Database) -> list[dict[str, Any]]:
+    """The live schedulers' heartbeat rows (host, pid, slots, started_at, beat_at); empty when none."""
+    return store.live_schedulers(db, stale_after=HEARTBEAT_STALE_AFTER)
+
+
+def count_by_status(db: Database) -> dict[str, int]:
+    return store.count_by_status(db)
+
+
+def run_census(db: Database) -> tuple[int, int]:
+    """(number of runs, largest id): lets a poller notice deletions without reading every id."""
+    return store.run_census(db)
+
+
+def all_run_ids(db: Database) -> set[int]:
+    return store.all_run_ids(db)
+
+
+LOG_TAIL_BYTES = 64_000
+"""A worker.log first read from its tail starts this many bytes before its end."""
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Whole lines of a worker.log: bytes ``start``..``end`` decoded as ``text``."""
+
+    start: int
+    end: int
+    text: str
+
+
+def read_worker_log(db: Database, run_id: int, offset: int | None = 0) -> LogChunk | None:
+    """The whole new lines of a run's worker.log (stdout+stderr) from byte ``offset``.
+
+    ``offset=None`` starts at the last :data:`LOG_TAIL_BYTES`. A line still being written is left
+    for the next call, so a follower never prints it split in two. None when nothing new (or no file).
+    The one tailer behind ``hrm logs -f`` and the dashboard's log views.
+    """
+    path = worker_log(db.url, run_id)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    start = max(0, size - LOG_TAIL_BYTES) if offset is None else offset
+    if size <= start:
+        return None
+    with path.open("rb") as f:
+        f.seek(start)
+        data = f.read(size - start)
+    if offset is None and start > 0:
+        data = data[data.find(b"\n") + 1 :]  # drop the partial first line of a tail
+        start = size - len(data)
+    complete = data.rfind(b"\n") + 1
+    if complete == 0 and len(data) < LOG_TAIL_BYTES:
+        return None
+    data = data[:complete] if complete else data
+    return LogChunk(start, start + len(data), data.decode("utf-8", "replace"))
+
+
+def tail_worker_log(db: Database, run_id: int, *, follow: bool = False, poll: float = 0.3) -> Iterator[str]:
+    """The worker.log text from the start, in whole lines; with ``follow`` until the run ends (and the
+    last lines it wrote are read)."""
+    offset = 0
+    while True:
+        run = require_run(db, run_id) if follow else None
+        while (chunk := read_worker_log(db, run_id, offset)) is not None:
+            offset = chunk.end
+            yield chunk.text
+        if run is None or run.status.is_terminal:
+            return
+        time.sleep(poll)
 
 
 # --- actions ----------------------------------------------------------------------------------
@@ -184,10 +278,10 @@ def cancel(db: Database, run_id: int) -> Run:
     With no live scheduler on this host, the worker is signalled directly.
     """
     run = require_run(db, run_id)
-    if RunStatus(run.status).is_terminal:
-        raise UserError(f"run {run_id} is already {run.status}", 1)
+    if run.status.is_terminal:
+        raise UserError(run.why_not_cancellable() or "", 1)
     run = store.request_cancel(db, run_id)
-    if RunStatus(run.status).is_active and not scheduler_alive(db) and run.pid and is_worker_of(run.pid, run_id):
+    if run.status.is_active and not scheduler_alive(db) and run.pid and is_worker_of(run.pid, run_id):
         os.killpg(run.pid, signal.SIGTERM)
     return run
 
@@ -195,14 +289,13 @@ def cancel(db: Database, run_id: int) -> Run:
 def retry(db: Database, run_id: int) -> Run:
     """A new queued run with the same experiment and config (linked by ``retry_of``)."""
     run = require_run(db, run_id)
-    tags = store.tags_of(db, [run_id]).get(run_id, [])
-    return submit(db, run.experiment, json.loads(run.config_json), tags=tags, retry_of=run_id)
+    return submit(db, run.experiment, dict(run.config), tags=run.tags, retry_of=run_id)
 
 
 def delete(db: Database, run_id: int) -> None:
-    run = require_run(db, run_id)
-    if RunStatus(run.status).is_active:
-        raise UserError(f"run {run_id} is {run.status}: cancel it before deleting", 1)
+    why = require_run(db, run_id).why_not_deletable()
+    if why:
+        raise UserError(why, 1)
     store.delete_run(db, run_id)
 
 
@@ -227,7 +320,7 @@ def follow(db: Database, run_id: int, *, poll: float = 0.25) -> Iterator[FollowU
         if lines:
             after_log = lines[-1]["id"]
         yield FollowUpdate(run, rows, lines)
-        if RunStatus(run.status).is_terminal:
+        if run.status.is_terminal:
             return
         time.sleep(poll)
 
@@ -237,6 +330,6 @@ def wait(db: Database, run_id: int, *, poll: float = 0.5, timeout: float | None 
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         run = require_run(db, run_id)
-        if RunStatus(run.status).is_terminal or (deadline and time.monotonic() > deadline):
+        if run.status.is_terminal or (deadline and time.monotonic() > deadline):
             return run
         time.sleep(poll)

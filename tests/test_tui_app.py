@@ -53,11 +53,11 @@ async def test_filter_and_sort(seeded):
         await pilot.press("s", "s", "s", "s")  # id → experiment → status → progress → headline
         assert app.screen.order.column == "headline"
         ordered = [r.id for r in table(app).rows]
-        assert ordered[:3] == [ids["done_a"], ids["done_b"], ids["failed"]]  # 12.5, 15, 47.9, then none
+        # 12.5, 15, the staged run's stage-2 best so far (28.5), 47.9, then none
+        assert ordered[:4] == [ids["done_a"], ids["done_b"], ids["staged"], ids["failed"]]
         await pilot.press("S")
         ordered = [r.id for r in table(app).rows]
-        assert ordered[:3] == [ids["failed"], ids["done_b"], ids["done_a"]]
-        assert set(ordered[3:]) == {ids["staged"], ids["queued"]}
+        assert ordered == [ids["failed"], ids["staged"], ids["done_b"], ids["done_a"], ids["queued"]]
 
 
 async def test_open_a_run_shows_curves_layers_stages_and_tables(seeded):

@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import math
 
 from core import api
 from core.paths import worker_log
 from core.registry import store
 from core.registry.emitter import RegistryEmitter
-from hrm_tui.tui import queries
-from hrm_tui.tui.poller import Watch, poll, read_worker_log
+from core.registry.view import RunView
+from hrm_tui.tui.poller import Watch, poll
 from hrm_tui.tui.runs_model import RunsModel, SortOrder
 from hrm_tui.tui.series import ALL_STAGES, RunSeries
 
 
-def row(run_id: int, **changes) -> queries.RunRow:
-    base = queries.RunRow(
+def row(run_id: int, **changes) -> RunView:
+    """A view built the way the store builds one: from a row mapping, by column name."""
+    values = dict(
         id=run_id, experiment="smoke", variant="corrected", config={"epochs": 3, "seed": run_id % 2},
         status="completed", priority=0, created_at=100.0 + run_id, updated_at=200.0 + run_id, started_at=150.0,
         finished_at=190.0, host="h", pid=None, gpu="0", cancel_requested=False, stage=0, stage_name=None, epoch=3,
         total_epochs=3, headline_key="best_val_ppl", headline_value=10.0 + run_id, retry_of=None,
     )
-    return dataclasses.replace(base, **changes)
+    values.update(changes)
+    values["config_json"] = json.dumps(values.pop("config"))
+    return RunView.from_row(values, tags=values.pop("tags", ()))
 
 
 def test_model_merges_updates_and_ignores_late_rows():
@@ -123,28 +126,44 @@ def test_poll_reads_metrics_logs_and_worker_log_after_cursors(db):
     result = poll(db, watermark=None, known=set(), watches={run_id: Watch()})
     assert [r["key"] for r in result.metrics[run_id]] == ["val_loss"]
     assert [r["message"] for r in result.logs[run_id]] == ["hello"]
-    assert result.files[run_id] == (0, 7, "line 1\n")
+    assert result.files[run_id] == api.LogChunk(0, 7, "line 1\n")
     watch = Watch(result.metrics[run_id][-1]["id"], result.logs[run_id][-1]["id"], 7)
     quiet = poll(db, watermark=result.watermark, known={run_id}, watches={run_id: watch})
     assert not quiet.metrics and not quiet.logs and not quiet.files
-    assert read_worker_log(db.url, run_id + 1, None) is None
+    assert api.read_worker_log(db, run_id + 1, None) is None
     with log.open("a") as f:
         f.write("half a li")
-    assert read_worker_log(db.url, run_id, 7) is None  # a line still being written waits
+    assert api.read_worker_log(db, run_id, 7) is None  # a line still being written waits
     with log.open("a") as f:
         f.write("ne\n")
-    assert read_worker_log(db.url, run_id, 7) == (7, 19, "half a line\n")
+    assert api.read_worker_log(db, run_id, 7) == api.LogChunk(7, 19, "half a line\n")
+    assert "".join(api.tail_worker_log(db, run_id)) == "line 1\nhalf a line\n"
 
 
 def test_run_rows_headline_falls_back_to_best_val_ppl_while_training(db):
     run_id = api.submit(db, "smoke", {"epochs": 2}).id
     RegistryEmitter(db, run_id).epoch(1, {"val_ppl": 30.0})
     RegistryEmitter(db, run_id).epoch(2, {"val_ppl": 20.0})
-    (only,) = queries.run_rows(db)
-    assert only.headline_value is None and only.headline == 20.0
+    (only,) = api.list_runs(db)
+    assert only.headline_value is None and only.headline == 20.0 and not only.headline_is_final
     RegistryEmitter(db, run_id).summary({"best_val_ppl": 19.5})
-    (only,) = queries.run_rows(db, ids=[run_id])
-    assert only.headline == 19.5
+    (only,) = api.list_runs(db, ids=[run_id])
+    assert only.headline == 19.5 and only.headline_is_final
+
+
+def test_staged_run_headline_is_the_current_stage_best_while_it_trains(db):
+    """Stage 2's val_ppl rows are stage rows: the headline follows the stage the run is in, not stage 0."""
+    run_id = api.submit(db, "smoke", {"epochs": 2, "stages": 2}).id
+    emitter = RegistryEmitter(db, run_id)
+    emitter.stage(1, "stage 1", epochs=2)
+    emitter.epoch(1, {"val_ppl": 30.0}, stage=1, total=2)
+    emitter.epoch(2, {"val_ppl": 25.0}, stage=1, total=2)
+    assert api.list_runs(db)[0].headline == 25.0
+    emitter.stage(2, "stage 2", epochs=2)
+    emitter.epoch(1, {"val_ppl": 40.0}, stage=2, total=2)
+    (run,) = api.list_runs(db, ids=[run_id])
+    assert run.stage == 2 and run.headline == 40.0
+    assert store.get_run(db, run_id).headline == 40.0 and api.list_runs(db, last=1)[0].headline == 40.0
 
 
 def test_tui_modules_keep_core_headless():

@@ -8,10 +8,10 @@ key, so lists and comparisons never scan histories), ``ResultTable`` (analysis t
 
 from __future__ import annotations
 
-from enum import Enum
-
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
+
+from core.registry.status import TERMINAL_STATUSES, RunStatus  # noqa: F401  (re-exported)
 
 SCHEMA_VERSION = 3
 """Bump with every schema change and add a migration in :mod:`core.registry.migrations`.
@@ -20,27 +20,6 @@ v3 is additive: every column added to a table here must be nullable or carry a s
 and :func:`core.registry.migrations._add_missing_tables_and_columns` brings older files up to date."""
 
 
-class RunStatus(str, Enum):
-    """queued → starting → running → completed | failed | cancelled | lost."""
-
-    QUEUED = "queued"
-    STARTING = "starting"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    LOST = "lost"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL_STATUSES
-
-    @property
-    def is_active(self) -> bool:
-        return self in (RunStatus.STARTING, RunStatus.RUNNING)
-
-
-TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST})
 
 
 class Run(SQLModel, table=True):

@@ -7,13 +7,11 @@ Functions return detached ``Run`` objects and plain dicts, never live ORM sessio
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
 import re
 import time
-import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +31,7 @@ from core.registry.models import (
 )
 
 RUN = Run.__table__
+from core.registry.view import FALLBACK_KEY, RunView
 METRIC = Metric.__table__
 LATEST = LatestMetric.__table__
 TABLE = ResultTable.__table__
@@ -43,16 +42,9 @@ BEAT = SchedulerHeartbeat.__table__
 ACTIVE = (RunStatus.STARTING.value, RunStatus.RUNNING.value)
 
 
-RunView = dataclasses.make_dataclass(
-    "RunView", [(column.name, typing.Any) for column in RUN.columns], frozen=True, slots=True)
-RunView.__doc__ = """A detached, read-only snapshot of a ``run`` row, with the table's columns as attributes.
-
-Built straight from the row: validating SQLModel table objects costs ~0.4 ms a row, which
-``hrm ls`` over hundreds of runs cannot afford."""
-
-
-def _run(row) -> RunView:
-    return RunView(**row._mapping)
+def _run(row, *, tags: Sequence[str] = (), running_best: float | None = None) -> RunView:
+    """A :class:`RunView` of a result row, by column name (no per-row validation: ``hrm ls`` builds hundreds)."""
+    return RunView.from_row(row._mapping, tags=tags, running_best=running_best)
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -90,9 +82,9 @@ def create_run(
 
 
 def get_run(db: Database, run_id: int) -> RunView | None:
-    with db.read() as conn:
-        row = conn.execute(select(RUN).where(RUN.c.id == run_id)).first()
-    return _run(row) if row else None
+    """One run with its tags and best-so-far, or None."""
+    found = list_runs(db, ids=[run_id])
+    return found[0] if found else None
 
 
 def list_runs(
@@ -104,11 +96,18 @@ def list_runs(
     last: int | None = None,
     ids: Sequence[int] | None = None,
     updated_since: float | None = None,
+    offset: int = 0,
 ) -> list[RunView]:
-    """Runs, newest first, filtered; ``last`` keeps the newest N."""
+    """Runs, newest first, filtered; ``last`` keeps the newest N (after skipping ``offset``).
+
+    ``enriched`` also reads each run's tags and its best ``val_ppl`` so far (two indexed queries in
+    the same read transaction); the scheduler's own polls skip them.
+    """
+    enriched: bool = True,
+    where: str | None = None,
     query = select(RUN)
     if statuses:
-        query = query.where(RUN.c.status.in_(list(statuses)))
+        query = query.where(RUN.c.status.in_([str(s) for s in statuses]))
     if experiment:
         query = query.where(RUN.c.experiment == experiment)
     if tag:
@@ -121,9 +120,48 @@ def list_runs(
     if last:
         query = query.limit(last)
     with db.read() as conn:
-        return [_run(r) for r in conn.execute(query)]
+        rows = conn.execute(query).all()
+        if not enriched or not rows:
+            return [_run(r) for r in rows]
+        every = not statuses and not experiment and not tag and not last and not offset and ids is None \
+            and updated_since is None and not where
+        subset = None if every else [r.id for r in rows]
+        tags = _tags(conn, subset)
+        pending = None if every else [r.id for r in rows if r.headline_value is None]
+        best = _stage_best(conn, pending) if pending is None or pending else {}
+    return [_run(r, tags=tags.get(r.id, ()), running_best=best.get((r.id, r.stage))) for r in rows]
 
 
+def _tags(conn: Connection, ids: Sequence[int] | None) -> dict[int, list[str]]:
+    query = select(TAG.c.run_id, TAG.c.tag).order_by(TAG.c.run_id, TAG.c.tag)
+    out: dict[int, list[str]] = {}
+    for chunk in _chunks(ids):
+        for run_id, tag in conn.execute(query if chunk is None else query.where(TAG.c.run_id.in_(chunk))):
+            out.setdefault(run_id, []).append(tag)
+    return out
+
+
+def _stage_best(conn: Connection, ids: Sequence[int] | None) -> dict[tuple[int, int], float]:
+    """(run, stage) → ``val_ppl``'s minimum: what a run's headline shows until its summary is written."""
+    query = select(LATEST.c.run_id, LATEST.c.stage, LATEST.c.min).where(LATEST.c.key == FALLBACK_KEY)
+    out: dict[tuple[int, int], float] = {}
+    for chunk in _chunks(ids):
+        for run_id, stage, value in conn.execute(query if chunk is None else query.where(LATEST.c.run_id.in_(chunk))):
+            out[(run_id, stage)] = value
+    return out
+
+
+def _chunks(ids: Sequence[int] | None, size: int = 900) -> Iterable[list[int] | None]:
+    """``None`` (meaning every run) once, else the ids in chunks that fit SQLite's parameter limit."""
+    if ids is None:
+        yield None
+        return
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+    if offset:
+        query = query.offset(offset)
 def tags_of(db: Database, run_ids: Sequence[int]) -> dict[int, list[str]]:
     if not run_ids:
         return {}
@@ -408,7 +446,19 @@ def logs(db: Database, run_id: int, *, after_id: int = 0) -> list[dict[str, Any]
 
 
 def active_runs(db: Database) -> list[RunView]:
-    return list_runs(db, statuses=ACTIVE)
+    return list_runs(db, statuses=ACTIVE, enriched=False)
+
+
+def run_census(db: Database) -> tuple[int, int]:
+    """(number of runs, largest id): a cheap check for deleted runs between polls."""
+    with db.read() as conn:
+        count, top = conn.execute(select(func.count(), func.max(RUN.c.id)).select_from(RUN)).one()
+    return count, top or 0
+
+
+def all_run_ids(db: Database) -> set[int]:
+    with db.read() as conn:
+        return set(conn.execute(select(RUN.c.id)).scalars())
 
 
 def cancel_requested_active(db: Database) -> list[RunView]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -25,7 +26,7 @@ from textual.signal import Signal
 from textual.worker import Worker, WorkerState
 
 from core import api
-from core.registry.db import Database, sqlite_path
+from core.errors import UserError
 from hrm_tui.tui.messages import ActionFinished, LogsArrived, MetricsArrived, RegistryPolled, RunsChanged
 from hrm_tui.tui.poller import GpuStat, PollResult, Watch, poll
 from hrm_tui.tui.runs_model import RunsModel
@@ -50,7 +51,7 @@ class HrmApp(App[None]):
 
     def __init__(
         self,
-        db: str | os.PathLike | Database | None = None,
+        db: str | os.PathLike | api.Database | None = None,
         *,
         poll_interval: float | None = DEFAULT_POLL_INTERVAL,
         clock: Callable[[], float] = time.time,
@@ -59,7 +60,7 @@ class HrmApp(App[None]):
         """``poll_interval=None`` disables the timer (tests call :meth:`poll_once`); ``clock`` feeds
         elapsed times (tests pin it); ``start_scheduler`` is the new-run form's default."""
         super().__init__()
-        self.db = db if isinstance(db, Database) else api.open_registry(None if db is None else str(db), create=True)
+        self.db = db if isinstance(db, api.Database) else api.open_registry(None if db is None else str(db))
         self.poll_interval = poll_interval
         self.clock = clock
         self.start_scheduler = start_scheduler
@@ -83,13 +84,13 @@ class HrmApp(App[None]):
 
     @property
     def db_label(self) -> str:
-        path = sqlite_path(self.db.url)
+        path = api.registry_path(self.db)
         return path.name if path is not None else self.db.url
 
     def on_mount(self) -> None:
         from hrm_tui.tui.screens.dashboard import Dashboard
 
-        path = sqlite_path(self.db.url)
+        path = api.registry_path(self.db)
         self.sub_title = str(path) if path else self.db.url
         self.push_screen(Dashboard())
         if self.poll_interval:
@@ -164,9 +165,9 @@ class HrmApp(App[None]):
             if lines:
                 watch.log_after = result.logs[run_id][-1]["id"]
             chunk = result.files.get(run_id)
-            if chunk is not None and watch.file_offset in (None, chunk[0]):
-                watch.file_offset = chunk[1]
-                lines.extend(chunk[2].splitlines())
+            if chunk is not None and watch.file_offset in (None, chunk.start):
+                watch.file_offset = chunk.end
+                lines.extend(chunk.text.splitlines())
             if lines:
                 kept = self.logs.setdefault(run_id, [])
                 kept.extend(lines)
@@ -309,7 +310,7 @@ class HrmApp(App[None]):
         """Run a ``core.api`` call off the UI thread; a UserError comes back as a message."""
         try:
             outcome = action()
-        except api.UserError as exc:
+        except UserError as exc:
             self.post_message(ActionFinished(verb, run_id, error=str(exc)))
         else:
             self.post_message(ActionFinished(verb, run_id, outcome))
@@ -359,8 +360,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         app = HrmApp(db=args.db, poll_interval=max(0.1, args.poll))
-    except api.UserError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
     app.run()
 
 

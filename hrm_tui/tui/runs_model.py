@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from core.registry.models import RunStatus
+from core.registry.status import RunStatus
+from core.registry.view import RunView
 from hrm_tui.render import STATUS_STYLES, duration, fmt, progress_text
-from hrm_tui.tui.queries import RunRow
 
 ConfigSpec = dict[str, dict[str, "str | None"]]
 """experiment → {config key that differs: its typical value's repr, or None}."""
@@ -24,12 +24,12 @@ HIDDEN_CONFIG_KEYS = ("variant",)
 _STATUS_ORDER = {s.value: i for i, s in enumerate(RunStatus)}
 
 
-def _headline_key(row: RunRow) -> float:
+def _headline_key(row: RunView) -> float:
     value = row.headline
     return value if value is not None and value == value else 0.0
 
 
-SORTS: dict[str, Callable[[RunRow], object]] = {
+SORTS: dict[str, Callable[[RunView], object]] = {
     "id": lambda r: r.id,
     "experiment": lambda r: (r.experiment, r.id),
     "status": lambda r: (_STATUS_ORDER.get(r.status, 99), r.id),
@@ -64,16 +64,16 @@ class RunsModel:
     """Every run the dashboard has read, merged from incremental polls."""
 
     def __init__(self) -> None:
-        self.rows: dict[int, RunRow] = {}
+        self.rows: dict[int, RunView] = {}
         self.version = 0
         """Bumped on every change (views cache on it)."""
         self._values: dict[str, dict[str, Counter[str]]] = {}
         """experiment → config key → how many runs have each value (configs never change)."""
         self._per_experiment: Counter[str] = Counter()
-        self._search: dict[int, tuple[RunRow, str]] = {}
+        self._search: dict[int, tuple[RunView, str]] = {}
         self._diff_cache: tuple[frozenset[int], ConfigSpec] | None = None
 
-    def apply(self, rows: Iterable[RunRow], *, removed: Iterable[int] = (), full: bool = False) -> set[int]:
+    def apply(self, rows: Iterable[RunView], *, removed: Iterable[int] = (), full: bool = False) -> set[int]:
         """Merge polled rows; returns the ids whose row changed (added, updated or removed).
 
         A row older than the one held (``updated_at``) is ignored, so a late poll never rolls back.
@@ -100,7 +100,7 @@ class RunsModel:
             self.version += 1
         return changed
 
-    def _count(self, row: RunRow, sign: int) -> None:
+    def _count(self, row: RunView, sign: int) -> None:
         self._per_experiment[row.experiment] += sign
         values = self._values.get(row.experiment)
         if values is None:
@@ -108,10 +108,10 @@ class RunsModel:
         for key, value in row.config.items():
             values[key][repr(value)] += sign
 
-    def get(self, run_id: int) -> RunRow | None:
+    def get(self, run_id: int) -> RunView | None:
         return self.rows.get(run_id)
 
-    def view(self, query: str = "", order: SortOrder = SortOrder()) -> list[RunRow]:
+    def view(self, query: str = "", order: SortOrder = SortOrder()) -> list[RunView]:
         """The rows matching ``query``, sorted by ``order``."""
         terms = query.lower().split()
         rows = [r for r in self.rows.values() if self._matches(r, terms)] if terms else list(self.rows.values())
@@ -120,14 +120,14 @@ class RunsModel:
             rows = [r for r in rows if r.headline is not None] + [r for r in rows if r.headline is None]
         return rows
 
-    def _matches(self, row: RunRow, terms: Sequence[str]) -> bool:
+    def _matches(self, row: RunView, terms: Sequence[str]) -> bool:
         cached = self._search.get(row.id)
         if cached is None or cached[0] is not row:
             cached = (row, search_text(row))
             self._search[row.id] = cached
         return all(term in cached[1] for term in terms)
 
-    def differing_keys(self, rows: Sequence[RunRow]) -> ConfigSpec:
+    def differing_keys(self, rows: Sequence[RunView]) -> ConfigSpec:
         """Per experiment, the config keys that differ between its runs among ``rows``, each with its
         typical value (the ``repr`` held by more than half of the runs) or None when none dominates.
 
@@ -168,15 +168,16 @@ def _spec(values: dict[str, Counter[str]], total: int) -> dict[str, str | None]:
     return spec
 
 
-def matches(row: RunRow, terms: Sequence[str]) -> bool:
+def matches(row: RunView, terms: Sequence[str]) -> bool:
     """Every term is a substring of the row's id, experiment, variant, status, gpu, tags or ``key=value``."""
     haystack = search_text(row)
     return all(term in haystack for term in terms)
 
 
-def search_text(row: RunRow) -> str:
+def search_text(row: RunView) -> str:
     config = " ".join(f"{k}={v}" for k, v in row.config.items())
-    parts = [f"#{row.id}", str(row.id), row.experiment, row.variant, row.status, row.gpu or "", config, *row.tags]
+    parts = [f"#{row.id}", str(row.id), row.experiment, row.variant, row.status.value, row.gpu or "", config,
+             *row.tags]
     return " ".join(parts).lower()
 
 
@@ -185,8 +186,8 @@ def search_text(row: RunRow) -> str:
 BAR_WIDTH = 5
 
 
-def status_cell(row: RunRow) -> Text:
-    label = "cancelling" if row.cancel_requested and RunStatus(row.status).is_active else row.status
+def status_cell(row: RunView) -> Text:
+    label = "cancelling" if row.cancel_requested and row.status.is_active else row.status.value
     return Text(label, style=STATUS_STYLES.get(row.status, ""))
 
 
@@ -198,25 +199,25 @@ def progress_bar(done: int, total: int | None, width: int = BAR_WIDTH) -> Text:
     return Text.assemble(("█" * filled, "green"), ("░" * (width - filled), "grey35"))
 
 
-def progress_cell(row: RunRow) -> Text:
+def progress_cell(row: RunView) -> Text:
     text = progress_text(row.progress)
     if text == "—":
         return Text("—", style="dim")
     return Text.assemble(f"{text} ", progress_bar(row.epoch, row.total_epochs))
 
 
-def config_cell(row: RunRow, spec: dict[str, str | None]) -> Text:
+def config_cell(row: RunView, spec: dict[str, str | None]) -> Text:
     """The config values that set this run apart: keys with no typical value, and atypical values."""
     shown = [f"{k}={fmt(row.config.get(k))}" for k, typical in spec.items()
              if typical is None or repr(row.config.get(k)) != typical]
     return Text(" ".join(shown)) if shown else Text("·", style="dim")
 
 
-def headline_cell(row: RunRow) -> Text:
+def headline_cell(row: RunView) -> Text:
     value = row.headline
-    return Text(fmt(value), style="bold" if row.headline_value is not None else "") if value is not None \
+    return Text(fmt(value), style="bold" if row.headline_is_final else "") if value is not None \
         else Text("—", style="dim")
 
 
-def elapsed_cell(row: RunRow, now: float) -> Text:
+def elapsed_cell(row: RunView, now: float) -> Text:
     return Text(duration(row.elapsed(now)), style="" if row.started_at else "dim")

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 
-from core.registry.models import RunStatus
+from core.registry.status import RunStatus
 from hrm_tui.render import STATUS_STYLES
 from hrm_tui.tui.messages import RunsChanged
 from hrm_tui.tui.runs_model import SortOrder

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Log, Static
 
-from core.paths import worker_log
+from core import api
 from hrm_tui.tui.messages import LogsArrived
 from hrm_tui.tui.screens.base import HrmScreen
 
@@ -27,7 +27,7 @@ class LogScreen(HrmScreen):
         return self.run_id
 
     def compose(self) -> ComposeResult:
-        path = worker_log(self.app.db.url, self.run_id)
+        path = api.worker_log_path(self.app.db, self.run_id)
         yield Static(f" run {self.run_id} logs · {path} (last 64 kB, then live)", id="log-title")
         yield Log(id="full-log", max_lines=20_000, auto_scroll=True)
         yield Footer(compact=True)

@@ -18,8 +18,6 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from core import api
-from core.experiments import catalog
-from core.experiments.schema import describe
 
 ERROR_FIELD = re.compile(r"--([a-z0-9-]+):")
 
@@ -31,7 +29,7 @@ class NewRunScreen(ModalScreen[dict[str, Any] | None]):
 
     def __init__(self, experiment: str | None = None, *, start_scheduler: bool = True) -> None:
         super().__init__(classes="modal")
-        names = list(catalog())
+        names = api.experiment_names()
         self.experiment = experiment if experiment in names else names[0]
         self.start_scheduler = start_scheduler
         self.params: list[dict[str, Any]] = []
@@ -39,7 +37,7 @@ class NewRunScreen(ModalScreen[dict[str, Any] | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="new-run", classes="dialog"):
             yield Label("New run", classes="dialog-title")
-            yield Select([(n, n) for n in catalog()], value=self.experiment, allow_blank=False, id="experiment",
+            yield Select([(n, n) for n in api.experiment_names()], value=self.experiment, allow_blank=False, id="experiment",
                          compact=True)
             yield Static(id="experiment-description")
             yield VerticalScroll(id="fields")
@@ -65,7 +63,7 @@ class NewRunScreen(ModalScreen[dict[str, Any] | None]):
             await self._build_fields()
 
     async def _build_fields(self) -> None:
-        entry = describe(catalog()[self.experiment])
+        entry = api.describe_experiment(self.experiment)
         self.params = entry["parameters"]
         self.query_one("#experiment-description", Static).update(entry["description"])
         self.query_one("#form-error", Static).display = False

@@ -11,10 +11,10 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Label, Static
 
-from core.registry.models import RunStatus
+from core.registry.status import RunStatus
+from core.registry.view import RunView
 from hrm_tui.render import duration, fmt, progress_text
 from hrm_tui.tui.messages import RunsChanged
-from hrm_tui.tui.queries import RunRow
 from hrm_tui.tui.runs_model import status_cell
 from hrm_tui.tui.screens.base import RUN_ACTION_BINDINGS, RUN_ACTION_PALETTE, HrmScreen
 
@@ -96,7 +96,7 @@ class QueueScreen(HrmScreen):
             line.append(f" on {beat['host']} (pid {beat['pid']}, slots {beat['slots']})")
         self.query_one("#scheduler-line", Static).update(line)
 
-    def _slots(self, active: list[RunRow]) -> None:
+    def _slots(self, active: list[RunView]) -> None:
         by_slot: dict[str, list[int]] = {}
         for row in active:
             by_slot.setdefault(row.gpu or "?", []).append(row.id)
@@ -115,7 +115,7 @@ class QueueScreen(HrmScreen):
             table.add_row("—", Text("no active runs", style="dim"), "—", "—",
                           "nvidia-smi not found" if self.app.gpus is None else "—")
 
-    def _fill(self, name: str, columns: tuple[str, ...], rows: list[RunRow], cells) -> None:
+    def _fill(self, name: str, columns: tuple[str, ...], rows: list[RunView], cells) -> None:
         table = self.query_one(f"#{name}", DataTable)
         content = [(row.id, cells(row)) for row in rows]
         plain = [(run_id, tuple(str(c) for c in row)) for run_id, row in content]

@@ -13,7 +13,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Log, Static, Tab, TabbedContent, TabPane, Tabs
 
 from core import api
-from core.registry import store
+from core.errors import UserError
 from hrm_tui import render
 from hrm_tui.tui.messages import LogsArrived, MetricsArrived, RunsChanged
 from hrm_tui.tui.runs_model import progress_bar, status_cell
@@ -85,9 +85,12 @@ class RunScreen(HrmScreen):
 
     @work(thread=True, exclusive=True, group="details", exit_on_error=False, description="read run details")
     def load_details(self) -> None:
-        records = api.list_records(self.app.db, ids=[self.run_id])
-        tables = store.result_tables(self.app.db, self.run_id) if records else []
-        self.app.call_from_thread(self._show_details, records[0] if records else None, tables)
+        try:
+            detail = api.run_detail(self.app.db, self.run_id, with_metrics=False)
+        except UserError:
+            self.app.call_from_thread(self._show_details, None, [])
+            return
+        self.app.call_from_thread(self._show_details, detail.record, detail.tables)
 
     def _show_details(self, record: dict[str, Any] | None, tables: list[dict[str, Any]]) -> None:
         self.record, self.tables = record, tables

@@ -22,8 +22,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from core.registry.view import RunView
 from hrm_tui.tui import runs_model as cells
-from hrm_tui.tui.queries import RunRow
 from hrm_tui.tui.runs_model import ConfigSpec
 
 
@@ -79,7 +79,7 @@ class RunTable(ScrollView, can_focus=True):
 
     def __init__(self, *, clock: Callable[[], float] = time.time, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.rows: list[RunRow] = []
+        self.rows: list[RunView] = []
         self.marked: dict[int, None] = {}
         """Runs marked with space, in marking order (kept across filters and refreshes)."""
         self.diff_keys: ConfigSpec = {}
@@ -90,7 +90,7 @@ class RunTable(ScrollView, can_focus=True):
         self.clock = clock
         self._layout_version = 0
         self._layout_diff: ConfigSpec | None = None
-        self._strips: dict[int, tuple[RunRow, tuple, Strip]] = {}
+        self._strips: dict[int, tuple[RunView, tuple, Strip]] = {}
 
     # --- data -----------------------------------------------------------------------------
 
@@ -102,7 +102,7 @@ class RunTable(ScrollView, can_focus=True):
     def cursor_run_id(self) -> int | None:
         return self.rows[self.cursor].id if 0 <= self.cursor < len(self.rows) else None
 
-    def set_rows(self, rows: Sequence[RunRow], *, diff_keys: ConfigSpec, headline_label: str) -> None:
+    def set_rows(self, rows: Sequence[RunView], *, diff_keys: ConfigSpec, headline_label: str) -> None:
         """Show ``rows`` (already filtered and sorted), keeping the cursor on the same run."""
         current = self.cursor_run_id
         self.rows = list(rows)
@@ -160,7 +160,7 @@ class RunTable(ScrollView, can_focus=True):
 
     # --- rendering --------------------------------------------------------------------------
 
-    def _cells(self, row: RunRow) -> dict[str, Text]:
+    def _cells(self, row: RunView) -> dict[str, Text]:
         marked = row.id in self.marked
         return {
             "mark": Text("●" if marked else " ", style="bold magenta"),
@@ -188,7 +188,7 @@ class RunTable(ScrollView, can_focus=True):
             line.style = style
         return Strip(list(line.render(self.app.console)), line.cell_len)
 
-    def _row_strip(self, row: RunRow) -> Strip:
+    def _row_strip(self, row: RunView) -> Strip:
         """The row's cells, unstyled by cursor or marks; cached until the row or the layout changes."""
         active = row.started_at is not None and row.finished_at is None
         key = (row.id in self.marked, self._layout_version, int(self.clock()) if active else 0)
