@@ -223,10 +223,12 @@ class Checkpoints:
 
     def latest(self) -> Checkpoint | None:
         """The newest checkpoint that loads; a damaged one is skipped for the one before it."""
+        from safetensors import SafetensorError
+
         for path in reversed(self.folders()):
             try:
                 return load_checkpoint(path)
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, SafetensorError):
                 continue
         return None
 

@@ -1,0 +1,173 @@
+"""Checkpoints and resume: atomic checkpoint writes, exact continuation of a deterministic run, and
+``hrm resume`` / the retry policy through the real scheduler and worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.checkpoint import Checkpoints, NoCheckpoints, checkpoints_for, load_checkpoint
+from core.experiments import RecordingEmitter, get_experiment
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL_LPT = dict(data="excerpt", max_epochs=5, patience=5, d_model=32, train_chars=3000, val_chars=1000)
+
+
+# --- the checkpoint format --------------------------------------------------------------------------
+
+def test_state_round_trips_exactly_with_shared_tensors_and_rng(tmp_path):
+    import numpy as np
+
+    model = torch.nn.Linear(4, 3)
+    tied = {"a": model.weight, "b": model.weight, "slice": model.weight[:, 1]}  # shared memory, a non-contiguous view
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    store = Checkpoints(tmp_path)
+    torch.manual_seed(5)
+    np.random.seed(5)
+    store.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "tied": tied,
+                "counters": {"best": float("inf"), "bad": 2, 3: "int key", "t": (1, 2.5)}}, stage=2, epoch=7, score=1.5)
+    expected_next = (torch.rand(3), np.random.rand(2))
+    torch.manual_seed(99)
+    np.random.seed(99)
+
+    loaded = store.latest()
+    assert (loaded.stage, loaded.epoch, loaded.score, loaded.seq) == (2, 7, 1.5, 1)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state["model"][key], value)
+    restored = torch.optim.AdamW(torch.nn.Linear(4, 3).parameters(), lr=1e-3)
+    restored.load_state_dict(loaded.state["optimizer"])
+    assert restored.state_dict()["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+    assert loaded.state["tied"]["a"] is loaded.state["tied"]["b"]
+    assert torch.equal(loaded.state["tied"]["slice"], model.weight[:, 1])
+    assert loaded.state["counters"] == {"best": float("inf"), "bad": 2, 3: "int key", "t": (1, 2.5)}
+    loaded.restore_rng()
+    assert torch.equal(torch.rand(3), expected_next[0])
+    assert np.array_equal(np.random.rand(2), expected_next[1])
+
+
+def test_keeps_the_last_two_and_the_best(tmp_path):
+    store = Checkpoints(tmp_path)
+    for epoch, score in enumerate([5.0, 1.0, 3.0, 4.0, 6.0], start=1):
+        store.save({"x": torch.tensor([epoch])}, epoch=epoch, score=score)
+    assert [load_checkpoint(p).epoch for p in store.folders()] == [2, 4, 5]
+
+
+def test_nothing_is_saved_without_a_store():
+    assert isinstance(checkpoints_for(RecordingEmitter()), NoCheckpoints)
+    assert checkpoints_for(RecordingEmitter()).resume_point() is None
+
+
+KILL_MID_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    import torch
+    import core.checkpoint as ck
+
+    store = ck.Checkpoints(Path(sys.argv[1]))
+    store.save({"w": torch.ones(50_000)}, epoch=1, score=2.0)
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if sys.argv[2] == "rename":
+        ck._publish = die
+    else:
+        real = ck._write_file
+        def half_then_die(path, data):
+            if path.name == ck.TENSORS_FILE:
+                with open(path, "wb") as f:
+                    f.write(data[: len(data) // 2])
+                die()
+            real(path, data)
+        ck._write_file = half_then_die
+    store.save({"w": torch.full((50_000,), 7.0)}, epoch=2, score=1.0)
+""")
+
+
+@pytest.mark.parametrize("where", ["tensor-write", "rename"])
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_path, where):
+    proc = subprocess.run([sys.executable, "-c", KILL_MID_SAVE, str(tmp_path), where], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-ckpt-")]  # the half-written one
+    store = Checkpoints(tmp_path)
+    latest = store.latest()
+    assert latest.epoch == 1 and torch.equal(latest.state["w"], torch.ones(50_000))
+    store.save({"w": torch.zeros(3)}, epoch=2)  # the next save clears the debris and goes on
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-ckpt-")]
+    assert store.latest().epoch == 2
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+    store = Checkpoints(tmp_path)
+    store.save({"w": torch.ones(10)}, epoch=1)
+    newest = store.save({"w": torch.zeros(10)}, epoch=2)
+    tensors = newest / "tensors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:20])
+    assert store.latest().epoch == 1
+
+
+# --- exact continuation, in process ---------------------------------------------------------------------
+
+class _Died(Exception):
+    pass
+
+
+class _DiesAtEpoch(RecordingEmitter):
+    """Records like RecordingEmitter, then 'dies' when an epoch event arrives for ``die_at`` (before it is recorded)."""
+
+    def __init__(self, die_at: tuple[int, int]):
+        super().__init__()
+        self.die_at = die_at
+
+    def epoch(self, epoch, metrics, *, stage=0, total=None):
+        if (stage, epoch) == self.die_at:
+            raise _Died()
+        super().epoch(epoch, metrics, stage=stage, total=total)
+
+
+def _numbers(events):
+    """Every recorded number except wall-clock times, in order."""
+    out = []
+    for e in events:
+        if e["t"] == "epoch":
+            out.append(("epoch", e["stage"], e["epoch"], {k: v for k, v in e["metrics"].items() if k != "epoch_time_s"}))
+        elif e["t"] in ("layers", "summary", "table"):
+            out.append({k: v for k, v in e.items() if k != "t"} | {"t": e["t"]})
+    return out
+
+
+def _interrupted_then_resumed(tmp_path, name, config, die_at):
+    experiment = get_experiment(name)
+    first = _DiesAtEpoch(die_at)
+    first.checkpoints = Checkpoints(tmp_path, cursor=lambda: {"events": len(first.events)})
+    with pytest.raises(_Died):
+        experiment.run(config, first)
+    second = RecordingEmitter()
+    second.checkpoints = Checkpoints(tmp_path, resume=True)
+    experiment.run(config, second)
+    point = second.checkpoints.resume_point()
+    assert point is not None
+    return first.events[: point.cursor["events"]] + second.events, point
+
+
+def test_lpt_resumed_from_a_checkpoint_ends_with_exactly_the_uninterrupted_numbers(tmp_path):
+    experiment = get_experiment("lpt")
+    config = experiment.make_config(**SMALL_LPT)
+    whole = RecordingEmitter()
+    experiment.run(config, whole)
+    events, point = _interrupted_then_resumed(tmp_path, "lpt", config, die_at=(0, 4))
+    assert point.epoch == 3
+    assert _numbers(events) == _numbers(whole.events)
