@@ -16,6 +16,30 @@ from core.registry import store
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_report_header(config) -> list[str]:
+    """Say what this invocation covers, so a user knows what a green run means."""
+    markexpr = config.getoption("markexpr") or ""
+    if markexpr.strip() == "not slow":
+        return ["hrm-tui fast suite (a few CPU-minutes): registry, CLI, dashboard, compare/report and every "
+                "experiment on tiny configs. Not here: the reproductions of the published numbers, the real-model "
+                "and the long scheduler/worker integration tests: python -m pytest -m slow"]
+    return [f"hrm-tui tests, marker expression: {markexpr or '(none: every test, slow reproductions included)'}"]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread per test: on shared cores OpenMP spinning made small tests 10-20x slower.
+
+    Experiments that need a thread count set their own (``cpu_threads``) and restore it after.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def isolate_environment(monkeypatch, tmp_path):
     """Keep a developer's HRM_DB or GPU out of the tests, and run them in a scratch folder."""

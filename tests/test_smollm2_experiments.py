@@ -9,29 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from pydantic import ValidationError  # noqa: E402
-
-from core.experiments.base import RecordingEmitter  # noqa: E402
-from core.experiments.cascade import EXPERIMENT as CASCADE  # noqa: E402
-from core.experiments.hard_tokens import EXPERIMENT as HARD  # noqa: E402
-from core.experiments.saturation import EXPERIMENT as SAT  # noqa: E402
-from core.smollm2.alpaca import tiny_records  # noqa: E402
-from core.smollm2.model import build_tiny_model_dir  # noqa: E402
-from core.smollm2.ops import STAT_KEYS, expected_hard_count  # noqa: E402
+from core.experiments.base import RecordingEmitter
+from core.experiments.cascade import EXPERIMENT as CASCADE, RECIPES
+from core.experiments.hard_tokens import EXPERIMENT as HARD
+from core.experiments.saturation import EXPERIMENT as SAT
+from core.smollm2.alpaca import tiny_records
+from core.smollm2.model import build_tiny_model_dir
+from core.smollm2.ops import STAT_KEYS, expected_hard_count
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +63,19 @@ def test_configs_reject_out_of_range_values():
 
 
 def test_recipe_defaults_and_overrides():
-    from core.experiments.cascade import _resolve
-
-    r0 = _resolve(CASCADE.make_config(variant="published"))
-    assert (r0["pipeline"], r0["stage_layers"], r0["hard_ratio"], r0["lr_decay"], r0["schedule"]) == ("C", 2, 0.1, 0.5, "linear")
-    r1 = _resolve(CASCADE.make_config(variant="published", recipe="001", hard_ratio=0.6))
-    assert (r1["pipeline"], r1["stage_layers"], r1["hard_ratio"], r1["selection"], r1["cos_rule"]) == ("D", 8, 0.6, "inclusive", "whole")
-    assert _resolve(CASCADE.make_config(variant="corrected"))["lr_decay"] == 1.0
+    r0 = CASCADE.make_config(variant="published").resolved()
+    assert (r0.pipeline, r0.stage_layers, r0.hard_ratio, r0.lr_decay, r0.schedule) == ("C", 2, 0.1, 0.5, "linear")
+    r1 = CASCADE.make_config(variant="published", recipe="001", hard_ratio=0.6).resolved()
+    assert (r1.pipeline, r1.stage_layers, r1.hard_ratio, r1.selection, r1.cos_rule) == ("D", 8, 0.6, "inclusive", "whole")
+    assert CASCADE.make_config(variant="corrected").resolved().lr_decay == 1.0
+    # Resolved: nothing of the recipe left unset (device and amp stay: they depend on the machine).
+    assert all(v is not None and v != "auto" for k, v in r1.model_dump().items() if k not in ("device", "amp"))
+    assert r1.resolved() == r1 and type(r1.hard_ratio) is float
+    assert r0.effective() == {**RECIPES["000"], "lr_decay": 0.5, "seq_len": 128}
+    h = HARD.make_config(variant="published", head_init="base").resolved()
+    assert (h.cos_rule, h.threshold_rule, h.next_stage, h.head_init) == ("penultimate", "fixed", "probe", "base")
+    h = HARD.make_config().resolved()
+    assert (h.cos_rule, h.threshold_rule, h.next_stage, h.head_init) == ("last2avg", "quantile", "addon", "base")
 
 
 def test_registered_in_the_catalog():

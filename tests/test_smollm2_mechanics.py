@@ -9,27 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from core.smollm2 import ops  # noqa: E402
-from core.smollm2.alpaca import Records, pipeline_c, pipeline_d, subset_c, tiny_records  # noqa: E402
-from core.smollm2.model import (  # noqa: E402
+from core.smollm2 import ops
+from core.smollm2.alpaca import Records, pipeline_c, pipeline_d, subset_c, tiny_records
+from core.smollm2.model import (
     DEFAULT_MODEL_ID, EXPECTED_ADDON_PARAMS, EXPECTED_BASE_PARAMS, ModelUnavailable, addon_config,
     build_tiny_model_dir, count_params, load_base, resolve_model, smollm2_config,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 shared cores: one intra-op thread avoids OpenMP spin contention (10-30x faster here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +262,8 @@ def test_data_without_file_or_hub_fails_clearly(monkeypatch):
 def test_subset_permutation_is_hf_shuffle():
     recs = tiny_records(50)
     rows, how = subset_c(recs, 10, seed=42)
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     ds = datasets.Dataset.from_list(recs.rows).shuffle(seed=42).select(range(10))
     assert [r["instruction"] for r in rows] == ds["instruction"]
     assert "shuffle(seed=42)" in how

@@ -35,7 +35,8 @@ its hard tokens their context (positions up to the last hard one of each window)
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -89,22 +90,57 @@ class CascadeConfig(SmolLM2Config):
     compile: bool = Field(False, description="torch.compile the per-token training step of published 001 (fused kernels; "
                                              "the step is CUDA-graphed on GPU either way)")
 
+    def resolved(self) -> CascadeConfig:
+        """This config with every ``None``/``auto`` taken from the recipe: the settings the run really uses.
 
-def _resolve(config: CascadeConfig) -> dict[str, object]:
-    r = dict(RECIPES[config.recipe])
-    for key in ("num_samples", "val_samples", "val_ratio", "batch_size", "stages", "stage_layers", "hard_ratio",
-                "epochs", "patience", "lr", "lr_decay", "weight_decay", "grad_clip"):
-        v = getattr(config, key)
-        if v is not None:
-            r[key] = v
-    for key in ("pipeline", "schedule", "cos_rule", "selection"):
-        v = getattr(config, key)
-        if v != "auto":
-            r[key] = v
-    if config.variant == "corrected" and config.lr_decay is None:
-        r["lr_decay"] = 1.0
-    r["seq_len"] = config.seq_len
-    return r
+        Fields set by the user were validated at submit; the rest come from :data:`RECIPES` with the field's
+        own type (``hard_ratio`` is a float in (0, 1) from the shell to the quantile; a recipe's 0 marks a
+        field its pipeline does not use). The corrected variant never halves the lr per LLM unless asked (B6).
+        """
+        recipe = RECIPES[self.recipe]
+        values: dict[str, object] = {}
+        for key in _RECIPE_NUMBERS:
+            if getattr(self, key) is None:
+                values[key] = recipe[key]
+        for key in _RECIPE_CHOICES:
+            if getattr(self, key) == "auto":
+                values[key] = recipe[key]
+        if self.variant == "corrected" and self.lr_decay is None:
+            values["lr_decay"] = 1.0
+        return self.model_copy(update=values)
+
+    def effective(self) -> dict[str, object]:
+        """The recipe's keys (and ``seq_len``) with the values this config resolves to, as recorded in ``info``."""
+        resolved = self.resolved()
+        return {**{key: getattr(resolved, key) for key in RECIPES[self.recipe]}, "seq_len": self.seq_len}
+
+
+_RECIPE_NUMBERS = ("num_samples", "val_samples", "val_ratio", "batch_size", "stages", "stage_layers", "hard_ratio",
+                   "epochs", "patience", "lr", "lr_decay", "weight_decay", "grad_clip")
+_RECIPE_CHOICES = ("pipeline", "schedule", "cos_rule", "selection")
+
+
+@dataclass(frozen=True)
+class BasePass:
+    """What every code path starts from: the resolved config, the frozen base model and its pass over the data.
+
+    ``bt``/``bv`` are the base's outputs (cos scores, final-normed states, CE, correctness) on the train and
+    val windows; ``x*``/``y*`` the windows' inputs and next-token labels.
+    """
+
+    config: CascadeConfig
+    emit: Emitter
+    lm: Any
+    bt: Any
+    bv: Any
+    xt: Any
+    yt: Any
+    xv: Any
+    yv: Any
+    device: str
+    amp: Any
+    cos_dtype: Any
+    base_layers: int
 
 
 def run(config: CascadeConfig, emit: Emitter) -> None:
@@ -116,7 +152,8 @@ def run(config: CascadeConfig, emit: Emitter) -> None:
     from core.smollm2.ops import cos_stats, ppl, run_frozen
 
     seed_everything(config.seed)
-    r = _resolve(config)
+    effective = config.effective()
+    config = config.resolved()
     device = resolve_device(config.device)
     cuda = device.startswith("cuda")
     published = config.variant == "published"
@@ -127,12 +164,12 @@ def run(config: CascadeConfig, emit: Emitter) -> None:
 
     lm, tok, spec = load_base(config.model, device=device, dtype=model_dtype)
     records = load_records(config.data_file)
-    if r["pipeline"] == "C":
-        data = pipeline_c(tok, records, num_samples=int(r["num_samples"]), seq_len=config.seq_len,
-                          batch_size=int(r["batch_size"]), val_ratio=float(r["val_ratio"]), seed=config.data_seed)
+    if config.pipeline == "C":
+        data = pipeline_c(tok, records, num_samples=config.num_samples, seq_len=config.seq_len,
+                          batch_size=config.batch_size, val_ratio=config.val_ratio, seed=config.data_seed)
     else:
-        data = pipeline_d(tok, records, seq_len=config.seq_len, num_train=int(r["num_samples"]),
-                          num_val=int(r["val_samples"]))
+        data = pipeline_d(tok, records, seq_len=config.seq_len, num_train=config.num_samples,
+                          num_val=config.val_samples)
     if data.train.shape[0] == 0 or data.val.shape[0] == 0:
         raise ValueError("not enough tokens for one train and one val batch: raise num_samples")
 
@@ -151,7 +188,7 @@ def run(config: CascadeConfig, emit: Emitter) -> None:
     emit.info(
         params=base_params, trainable_params=0, data_source=data.description, model_source=spec.source,
         quirks=quirks, device=device, recipe=config.recipe, code_path=path,
-        effective={k: v for k, v in r.items()}, model_dtype=str(model_dtype).replace("torch.", ""),
+        effective=effective, model_dtype=str(model_dtype).replace("torch.", ""),
         amp=str(amp).replace("torch.", "") if amp else "off",
     )
 
@@ -159,9 +196,9 @@ def run(config: CascadeConfig, emit: Emitter) -> None:
     xv, yv = data.val[:, :-1], data.val[:, 1:]
     ebs = 16 if cuda else 8
     fast = {"autocast": torch.bfloat16, "compiled": True} if (config.extract == "fast" and cuda) else {}
-    bt = run_frozen(lm, input_ids=xt, labels=yt, rule=str(r["cos_rule"]), batch_size=ebs, cos_dtype=cos_dtype,
+    bt = run_frozen(lm, input_ids=xt, labels=yt, rule=config.cos_rule, batch_size=ebs, cos_dtype=cos_dtype,
                     keep_hidden=True, layer_cos=config.layer_stats, layer_cos_dtype=cos_dtype, **fast)
-    bv = run_frozen(lm, input_ids=xv, labels=yv, rule=str(r["cos_rule"]), batch_size=ebs, cos_dtype=cos_dtype,
+    bv = run_frozen(lm, input_ids=xv, labels=yv, rule=config.cos_rule, batch_size=ebs, cos_dtype=cos_dtype,
                     keep_hidden=True, **fast)
     extract_tps = (bt.tokens + bv.tokens) / (bt.seconds + bv.seconds)
     base_val_ppl = ppl(float(bv.ce.double().mean()))
@@ -172,14 +209,14 @@ def run(config: CascadeConfig, emit: Emitter) -> None:
         emit.layers(None, {i + 1: cos_stats(bt.layer_cos[i]) for i in range(bt.layer_cos.shape[0])})
         bt.layer_cos = None
 
-    ctx = dict(config=config, r=r, emit=emit, lm=lm, bt=bt, bv=bv, xt=xt, yt=yt, xv=xv, yv=yv, device=device,
-               amp=amp, cos_dtype=cos_dtype, base_layers=base_layers)
+    base = BasePass(config=config, emit=emit, lm=lm, bt=bt, bv=bv, xt=xt, yt=yt, xv=xv, yv=yv, device=device,
+                    amp=amp, cos_dtype=cos_dtype, base_layers=base_layers)
     if path == "repack":
-        out = _run_repack(**ctx)
+        out = _run_repack(base)
     elif path == "length1":
-        out = _run_length1(**ctx)
+        out = _run_length1(base)
     else:
-        out = _run_context(**ctx)
+        out = _run_context(base)
 
     stage_sums, exit_rows, extra = out
     n_val = int(yv.numel())
@@ -193,7 +230,7 @@ def run(config: CascadeConfig, emit: Emitter) -> None:
     addon_params = [s["params"] for s in stage_sums]
     if real_shape:
         for s in stage_sums:
-            want = EXPECTED_ADDON_PARAMS.get(int(r["stage_layers"]))
+            want = EXPECTED_ADDON_PARAMS.get(config.stage_layers)
             if want is not None and int(s["params"]) != want:
                 emit.log(f"WARNING: add-on has {int(s['params'])} parameters, expected {want}")
     summary: dict[str, float] = {
@@ -218,18 +255,18 @@ def run(config: CascadeConfig, emit: Emitter) -> None:
 
 # --- shared helpers ---------------------------------------------------------------------------------
 
-def _optim(r: dict, k: int):
+def _optim(config: CascadeConfig, k: int):
     from core.smollm2.train import OptimSpec
 
-    clip = float(r["grad_clip"])
-    return OptimSpec(lr=float(r["lr"]) * float(r["lr_decay"]) ** k, weight_decay=float(r["weight_decay"]),
-                     clip=clip if clip > 0 else None, schedule=str(r["schedule"]))
+    clip = config.grad_clip
+    return OptimSpec(lr=config.lr * config.lr_decay ** k, weight_decay=config.weight_decay,
+                     clip=clip if clip > 0 else None, schedule=config.schedule)
 
 
-def _select(scores, tau: float, r: dict):
+def _select(scores, tau: float, config: CascadeConfig):
     from core.smollm2.ops import hard_mask
 
-    return hard_mask(scores, tau, inclusive=r["selection"] == "inclusive")
+    return hard_mask(scores, tau, inclusive=config.selection == "inclusive")
 
 
 def _exit_row(llm: int, inputs: int, exits: int, layers: int, ce_sum: float, correct: int, **extra) -> dict:
@@ -237,12 +274,12 @@ def _exit_row(llm: int, inputs: int, exits: int, layers: int, ce_sum: float, cor
             "_ce_sum": ce_sum, "_correct": correct, **extra}
 
 
-def _new_addon(lm, r: dict, config, k: int, device: str):
+def _new_addon(lm, config: CascadeConfig, k: int, device: str):
     from core.experiments.base import seed_everything
     from core.smollm2.model import make_addon
 
     seed_everything(config.seed + k - 1)
-    return make_addon(lm.config, int(r["stage_layers"]),
+    return make_addon(lm.config, config.stage_layers,
                       init_head_from=lm if config.addon_init == "base" else None).to(device)
 
 
@@ -253,14 +290,14 @@ def _epoch_hook(emit, k: int, total: int):
 
 
 def _stage_summary(res, *, k: int, tau: float, n_hard: int, n_vhard: int, params: int, lr: float, n_in: int,
-                   r: dict, **extra) -> dict:
+                   config: CascadeConfig, **extra) -> dict:
     from core.smollm2.ops import expected_hard_count, ppl
 
     return {
         "threshold": tau, "train_hard_tokens": float(n_hard), "val_hard_tokens": float(n_vhard),
         "train_tokens_in": float(n_in),
-        "train_hard_expected": float(expected_hard_count(n_in, float(r["hard_ratio"]),
-                                                         inclusive=r["selection"] == "inclusive")),
+        "train_hard_expected": float(expected_hard_count(n_in, config.hard_ratio,
+                                                         inclusive=config.selection == "inclusive")),
         "best_val_ppl": res.best_val_ppl, "best_epoch": float(res.best_epoch), "last_val_ppl": ppl(res.last_val_loss),
         "stopped_epoch": float(res.stopped_epoch), "params": float(params), "seconds": res.seconds,
         "train_tokens_per_s": res.train_tokens_per_s, "lr": lr,
@@ -271,13 +308,15 @@ def _stage_summary(res, *, k: int, tau: float, n_hard: int, n_vhard: int, params
 
 # --- corrected: real context, masked loss, best weights -----------------------------------------------
 
-def _run_context(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, cos_dtype, base_layers, **_):
+def _run_context(base: BasePass):
     import torch
 
     from core.smollm2.model import count_params
     from core.smollm2.ops import ppl, quantile, run_frozen
     from core.smollm2.train import train_sequences
 
+    config, emit, lm, bt, bv, yt, yv = base.config, base.emit, base.lm, base.bt, base.bv, base.yt, base.yv
+    device, amp, cos_dtype, base_layers = base.device, base.amp, base.cos_dtype, base.base_layers
     yt_d, yv_d = yt.to(device), yv.to(device)
     cur_t, cur_v = bt, bv
     in_t = torch.ones_like(bt.cos, dtype=torch.bool)
@@ -289,23 +328,23 @@ def _run_context(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, co
     stage_sums = []
     extra: dict[str, float] = {}
     cumulative = count_params(lm)
-    K = int(r["stages"])
+    K = config.stages
     for k in range(1, K + 1):
-        tau = quantile(cur_t.cos[in_t], float(r["hard_ratio"]))
-        hard_t = in_t & _select(cur_t.cos, tau, r)
-        hard_v = in_v & _select(cur_v.cos, tau, r)
+        tau = quantile(cur_t.cos[in_t], config.hard_ratio)
+        hard_t = in_t & _select(cur_t.cos, tau, config)
+        hard_v = in_v & _select(cur_v.cos, tau, config)
         n_hard, n_vhard = int(hard_t.sum()), int(hard_v.sum())
         if n_hard == 0 or n_vhard == 0:
             emit.log(f"stage {k}: no hard tokens left (train {n_hard}, val {n_vhard}); stopping")
             break
         in_hard_ppl = ppl(float(cur_v.ce[hard_v].double().mean()))
-        emit.stage(k, f"LLM {k}: {r['stage_layers']}-layer add-on on {n_hard} hard tokens (context)", epochs=int(r["epochs"]))
-        addon = _new_addon(lm, r, config, k, device)
-        opt = _optim(r, k)
+        emit.stage(k, f"LLM {k}: {config.stage_layers}-layer add-on on {n_hard} hard tokens (context)", epochs=config.epochs)
+        addon = _new_addon(lm, config, k, device)
+        opt = _optim(config, k)
         res = train_sequences(
             addon, h_train=cur_t.h_out, y_train=yt_d, m_train=hard_t, h_val=cur_v.h_out, y_val=yv_d, m_val=hard_v,
-            optim=opt, epochs=int(r["epochs"]), patience=int(r["patience"]), batch_size=int(r["batch_size"]),
-            restore_best=True, seed=config.seed + k, autocast=amp, on_epoch=_epoch_hook(emit, k, int(r["epochs"])),
+            optim=opt, epochs=config.epochs, patience=config.patience, batch_size=config.batch_size,
+            restore_best=True, seed=config.seed + k, autocast=amp, on_epoch=_epoch_hook(emit, k, config.epochs),
             eval_before=True,
         )
         addon.eval()
@@ -313,14 +352,14 @@ def _run_context(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, co
         for p in addon.parameters():
             p.requires_grad_(False)
         ebs = 16 if device.startswith("cuda") else 8
-        nt = run_frozen(addon, inputs_embeds=cur_t.h_out, labels=yt, rule=str(r["cos_rule"]), batch_size=ebs,
+        nt = run_frozen(addon, inputs_embeds=cur_t.h_out, labels=yt, rule=config.cos_rule, batch_size=ebs,
                         keep_hidden=k < K)
-        nv = run_frozen(addon, inputs_embeds=cur_v.h_out, labels=yv, rule=str(r["cos_rule"]), batch_size=ebs,
+        nv = run_frozen(addon, inputs_embeds=cur_v.h_out, labels=yv, rule=config.cos_rule, batch_size=ebs,
                         keep_hidden=k < K)
         out_hard_ppl = ppl(float(nv.ce[hard_v].double().mean()))
         s = _stage_summary(
             res, k=k, tau=tau, n_hard=n_hard, n_vhard=n_vhard, params=count_params(addon), lr=opt.lr,
-            n_in=int(in_t.sum()), r=r, val_threshold=tau, input_hard_val_ppl=in_hard_ppl,
+            n_in=int(in_t.sum()), config=config, val_threshold=tau, input_hard_val_ppl=in_hard_ppl,
             cumulative_params=float(cumulative + count_params(addon)),
             hard_val_ppl_before=ppl(res.before_val_loss), hard_val_ppl_after=out_hard_ppl,
             improvement_pct=100.0 * (in_hard_ppl - out_hard_ppl) / in_hard_ppl,
@@ -332,7 +371,7 @@ def _run_context(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, co
             extra["llm0_hard_val_ppl"] = in_hard_ppl
             extra["llm1_hard_val_ppl"] = out_hard_ppl
             extra["improvement_pct"] = s["improvement_pct"]
-        layers.append(int(r["stage_layers"]))
+        layers.append(config.stage_layers)
         masks_v.append(hard_v)
         ces_v.append(nv.ce)
         oks_v.append(nv.correct)
@@ -355,19 +394,21 @@ def _run_context(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, co
 
 # --- published 000: re-packed hard tokens, double passes -------------------------------------------
 
-def _run_repack(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, cos_dtype, base_layers, **_):
+def _run_repack(base: BasePass):
     import torch
 
     from core.smollm2.model import count_params
     from core.smollm2.ops import ppl, quantile, repack, run_frozen
     from core.smollm2.train import train_sequences
 
-    T = int(r["seq_len"])
+    config, emit, lm, bt, bv, yt, yv = base.config, base.emit, base.lm, base.bt, base.bv, base.yt, base.yv
+    device, amp, cos_dtype, base_layers = base.device, base.amp, base.cos_dtype, base.base_layers
+    T = config.seq_len
     D = bt.h_out.shape[-1]
     ebs = 16 if device.startswith("cuda") else 8
-    hr = float(r["hard_ratio"])
-    rule = str(r["cos_rule"])
-    K = int(r["stages"])
+    hr = config.hard_ratio
+    rule = config.cos_rule
+    K = config.stages
     # Current LLM's outputs: train as flat tokens (selection set), val as sequences (all tokens, B5).
     cur_cos_t = bt.cos.reshape(-1)
     cur_h_t = bt.h_out.reshape(-1, D)
@@ -381,12 +422,12 @@ def _run_repack(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, cos
     extra: dict[str, float] = {}
     for k in range(1, K + 1):
         tau = quantile(cur_cos_t, hr)
-        hard = _select(cur_cos_t, tau, r)
+        hard = _select(cur_cos_t, tau, config)
         n_hard = int(hard.sum())
         h_pack, y_pack, dropped = repack(cur_h_t[hard], cur_y_t[hard], T)
         # B9: val hard set by val's own quantile; B1: PPL of the current LLM re-run on its re-packed outputs.
         tau_v = quantile(cur_cos_v, hr)
-        hard_v = _select(cur_cos_v, tau_v, r)
+        hard_v = _select(cur_cos_v, tau_v, config)
         hv_pack, yv_pack, v_dropped = repack(cur_h_v_seq.reshape(-1, D)[hard_v], cur_y_v_seq.reshape(-1)[hard_v], T)
         if h_pack.shape[0] == 0:
             emit.log(f"stage {k}: fewer than {T} hard tokens ({n_hard}); stopping")
@@ -397,21 +438,21 @@ def _run_repack(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, cos
             in_hard_ppl = ppl(float(dp.ce.double().mean()))
         else:
             in_hard_ppl = float("nan")
-        emit.stage(k, f"LLM {k}: {r['stage_layers']}-layer add-on on {h_pack.shape[0]} re-packed sequences",
-                   epochs=int(r["epochs"]))
+        emit.stage(k, f"LLM {k}: {config.stage_layers}-layer add-on on {h_pack.shape[0]} re-packed sequences",
+                   epochs=config.epochs)
         emit.log(f"stage {k}: threshold {tau:.4f} (val {tau_v:.4f}); hard train {n_hard} → {y_pack.numel()} packed "
                  f"({dropped} dropped); val hard {int(hard_v.sum())} → {yv_pack.numel()} packed; "
                  f"LLM {k - 1} hard val PPL (double pass, B1) {in_hard_ppl:.2f}")
-        addon = _new_addon(lm, r, config, k, device)
-        opt = _optim(r, k)
-        emit.log(f"stage {k}: effective lr {opt.lr:g} (lr × {r['lr_decay']}^{k}, B6), schedule {opt.schedule}")
+        addon = _new_addon(lm, config, k, device)
+        opt = _optim(config, k)
+        emit.log(f"stage {k}: effective lr {opt.lr:g} (lr × {config.lr_decay}^{k}, B6), schedule {opt.schedule}")
         full_t = torch.ones(y_pack.shape, dtype=torch.bool, device=device)
         full_v = torch.ones(cur_y_v_seq.shape, dtype=torch.bool, device=device)
         res = train_sequences(
             addon, h_train=h_pack, y_train=y_pack, m_train=full_t, h_val=cur_h_v_seq, y_val=cur_y_v_seq,
-            m_val=full_v, optim=opt, epochs=int(r["epochs"]), patience=int(r["patience"]),
-            batch_size=int(r["batch_size"]), restore_best=False, seed=config.seed + k, autocast=amp,
-            on_epoch=_epoch_hook(emit, k, int(r["epochs"])), eval_before=True, eval_batch_size=int(r["batch_size"]),
+            m_val=full_v, optim=opt, epochs=config.epochs, patience=config.patience,
+            batch_size=config.batch_size, restore_best=False, seed=config.seed + k, autocast=amp,
+            on_epoch=_epoch_hook(emit, k, config.epochs), eval_before=True, eval_batch_size=config.batch_size,
         )
         addon.eval()
         emit.log(f"stage {k}: training steps ran as {res.step_mode}; {res.train_tokens_per_s:,.0f} train tokens/s")
@@ -421,7 +462,7 @@ def _run_repack(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, cos
         before = ppl(res.before_val_loss)
         s = _stage_summary(
             res, k=k, tau=tau, n_hard=n_hard, n_vhard=int(hard_v.sum()), params=count_params(addon), lr=opt.lr,
-            n_in=int(cur_cos_t.numel()), r=r, val_threshold=tau_v,
+            n_in=int(cur_cos_t.numel()), config=config, val_threshold=tau_v,
             cumulative_params=float(count_params(lm) + sum(count_params(a) for a in addons) + count_params(addon)),
             train_hard_tokens_packed=float(y_pack.numel()),
             train_hard_dropped=float(dropped),
@@ -450,7 +491,7 @@ def _run_repack(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, cos
     # TRUE early exit (B2): LLM 0 on ids, then LLM 0 again on its own outputs for exit decision and logits.
     rows = []
     llms = [lm] + addons
-    layer_counts = [base_layers] + [int(r["stage_layers"])] * len(addons)
+    layer_counts = [base_layers] + [config.stage_layers] * len(addons)
     cur_in = bv.h_out  # the first pass of LLM 0 on the val ids is the base pass already made
     cur_lab = yv.to(device)
     dropped_total = 0
@@ -465,7 +506,7 @@ def _run_repack(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, cos
         if last:
             ex = torch.ones_like(p.cos, dtype=torch.bool)
         else:
-            ex = ~_select(p.cos, taus[j], r)  # exit: cos >= tau (strict) / cos > tau (inclusive)
+            ex = ~_select(p.cos, taus[j], config)  # exit: cos >= tau (strict) / cos > tau (inclusive)
         rows.append(_exit_row(j, n_in, int(ex.sum()), layer_counts[j], float(p.ce[ex].double().sum()),
                               int(p.correct[ex].sum())))
         if not last:
@@ -478,7 +519,7 @@ def _run_repack(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, cos
 
 # --- published 001: independent length-1 sequences, last weights ------------------------------------
 
-def _run_length1(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, cos_dtype, base_layers, **_):
+def _run_length1(base: BasePass):
     import torch
     import torch.nn.functional as F
 
@@ -486,10 +527,12 @@ def _run_length1(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, co
     from core.smollm2.ops import cos_rule, length1_forward, length1_states, ppl, quantile
     from core.smollm2.train import train_tokens
 
+    config, emit, lm, bt, bv, yt, yv = base.config, base.emit, base.lm, base.bt, base.bv, base.yt, base.yv
+    device, amp, cos_dtype, base_layers = base.device, base.amp, base.cos_dtype, base.base_layers
     D = bt.h_out.shape[-1]
-    hr = float(r["hard_ratio"])
-    rule = str(r["cos_rule"])
-    K = int(r["stages"])
+    hr = config.hard_ratio
+    rule = config.cos_rule
+    K = config.stages
     x_t, y_t, c_t = bt.h_out.reshape(-1, D), yt.reshape(-1).to(device), bt.cos.reshape(-1)
     x_v, y_v, c_v = bv.h_out.reshape(-1, D), yv.reshape(-1).to(device), bv.cos.reshape(-1)
     ce_v, ok_v = bv.ce.reshape(-1), bv.correct.reshape(-1)
@@ -502,10 +545,10 @@ def _run_length1(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, co
     for k in range(1, K + 1):
         tau = quantile(c_t, hr)
         tau_v = quantile(c_v, hr)  # B9
-        hard_t = _select(c_t, tau, r)
-        hard_v = _select(c_v, tau_v, r)
+        hard_t = _select(c_t, tau, config)
+        hard_v = _select(c_v, tau_v, config)
         n_hard, n_vhard = int(hard_t.sum()), int(hard_v.sum())
-        prev_layers = base_layers if k == 1 else int(r["stage_layers"])
+        prev_layers = base_layers if k == 1 else config.stage_layers
         exit_rows.append(_exit_row(k - 1, int(idx_v.numel()), int((~hard_v).sum()), prev_layers,
                                    float(ce_v[~hard_v].double().sum()), int(ok_v[~hard_v].sum())))
         if n_hard == 0 or n_vhard == 0:
@@ -513,26 +556,26 @@ def _run_length1(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, co
             exit_rows[-1] = _exit_row(k - 1, int(idx_v.numel()), int(idx_v.numel()), prev_layers,
                                       float(ce_v.double().sum()), int(ok_v.sum()))
             return stage_sums, exit_rows, extra
-        emit.stage(k, f"LLM {k}: {r['stage_layers']}-layer add-on on {n_hard} tokens as length-1 sequences",
-                   epochs=int(r["epochs"]))
-        addon = _new_addon(lm, r, config, k, device)
+        emit.stage(k, f"LLM {k}: {config.stage_layers}-layer add-on on {n_hard} tokens as length-1 sequences",
+                   epochs=config.epochs)
+        addon = _new_addon(lm, config, k, device)
         llama, head = addon.model, addon.lm_head
         # Eager forward for validation; the training steps (CUDA-graphed on GPU) may use the compiled one.
         fwd = length1_forward(addon)
         step_fwd = length1_forward(addon, compiled=config.compile)
         x_hard, y_hard = x_t[hard_t], y_t[hard_t]
-        opt = _optim(r, k)
+        opt = _optim(config, k)
         res = train_tokens(
             addon, fwd, step_forward=step_fwd, x_train=x_hard, y_train=y_hard, x_val=x_v[hard_v], y_val=y_v[hard_v],
-            optim=opt, epochs=int(r["epochs"]), patience=int(r["patience"]), batch_size=int(r["batch_size"]),
-            restore_best=False, seed=config.seed + k, autocast=amp, on_epoch=_epoch_hook(emit, k, int(r["epochs"])),
+            optim=opt, epochs=config.epochs, patience=config.patience, batch_size=config.batch_size,
+            restore_best=False, seed=config.seed + k, autocast=amp, on_epoch=_epoch_hook(emit, k, config.epochs),
         )
         addon.eval()
         emit.log(f"stage {k}: training steps ran as {res.step_mode}; {res.train_tokens_per_s:,.0f} train tokens/s")
         params = count_params(addon)
         cumulative += params
         s = _stage_summary(res, k=k, tau=tau, n_hard=n_hard, n_vhard=n_vhard, params=params, lr=opt.lr,
-                           n_in=int(c_t.numel()), r=r, val_threshold=tau_v, cumulative_params=float(cumulative))
+                           n_in=int(c_t.numel()), config=config, val_threshold=tau_v, cumulative_params=float(cumulative))
         emit.summary(s, stage=k)
         stage_sums.append(s)
         # Hand-off (length-1): the stage's final-normed outputs on its hard tokens; next cos = cos(input, output).
@@ -559,7 +602,7 @@ def _run_length1(*, config, r, emit, lm, bt, bv, xt, yt, xv, yv, device, amp, co
         idx_v = idx_v[hard_v]
         del addon
     # The last LLM scores everything it received.
-    exit_rows.append(_exit_row(K, int(idx_v.numel()), int(idx_v.numel()), int(r["stage_layers"]),
+    exit_rows.append(_exit_row(K, int(idx_v.numel()), int(idx_v.numel()), config.stage_layers,
                                float(ce_v.double().sum()), int(ok_v.sum())))
     return stage_sums, exit_rows, extra
 

@@ -57,6 +57,21 @@ class HardTokensConfig(SmolLM2Config):
     amp: Literal["auto", "off", "bf16"] = Field(
         "auto", description="autocast for the add-on: auto = bf16 on CUDA for corrected, off otherwise")
 
+    def resolved(self) -> HardTokensConfig:
+        """This config with every variant-dependent ``auto`` filled in (``amp`` stays: it depends on the device).
+
+        published: fixed threshold, "Layer 29" cos, a random-init linear probe (B10); corrected: the train
+        quantile of the Layer 28-29 average and a Llama add-on whose head starts from the base's.
+        """
+        published = self.variant == "published"
+        choices = {
+            "cos_rule": "penultimate" if published else "last2avg",
+            "threshold_rule": "fixed" if published else "quantile",
+            "next_stage": "probe" if published else "addon",
+            "head_init": "random" if published else "base",
+        }
+        return self.model_copy(update={k: v for k, v in choices.items() if getattr(self, k) == "auto"})
+
 
 def run(config: HardTokensConfig, emit: Emitter) -> None:
     import math
@@ -70,13 +85,11 @@ def run(config: HardTokensConfig, emit: Emitter) -> None:
     from core.smollm2.train import OptimSpec, train_sequences, train_tokens
 
     seed_everything(config.seed)
+    config = config.resolved()
     device = resolve_device(config.device)
     published = config.variant == "published"
     cuda = device.startswith("cuda")
-    rule = config.cos_rule if config.cos_rule != "auto" else ("penultimate" if published else "last2avg")
-    th_rule = config.threshold_rule if config.threshold_rule != "auto" else ("fixed" if published else "quantile")
-    nxt = config.next_stage if config.next_stage != "auto" else ("probe" if published else "addon")
-    head_init = config.head_init if config.head_init != "auto" else ("random" if published else "base")
+    rule, th_rule, nxt, head_init = config.cos_rule, config.threshold_rule, config.next_stage, config.head_init
     amp = torch.bfloat16 if (config.amp == "bf16" or (config.amp == "auto" and cuda and not published)) else None
     model_dtype = torch.float16 if (published and cuda) else torch.float32
     cos_dtype = torch.float16 if published else torch.float32

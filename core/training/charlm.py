@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.experiments.base import Emitter, resolve_device, seed_everything
+from core.runtime import Emitter, resolve_device, seed_everything, torch_threads
+from core.checkpoint import checkpoints_for
 from core.models.char_transformer import count_params
 from core.models.lpt import LayerWeighting, layer_weights, per_layer_losses
 from core.training.loop import EarlyStopping, perplexity
@@ -177,15 +178,8 @@ def run_char_lm(config: Any, emit: Emitter, plan: CharLMPlan) -> dict[str, float
     On CPU, ``config.cpu_threads`` (>0) sets torch's intra-op thread count for the run and restores it after.
     """
     device = resolve_device(config.device)
-    threads = getattr(config, "cpu_threads", 0)
-    previous = torch.get_num_threads()
-    if device == "cpu" and threads > 0:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(getattr(config, "cpu_threads", 0) if device == "cpu" else 0):
         return _run(config, emit, plan, device)
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def _run(config: Any, emit: Emitter, plan: CharLMPlan, device: str) -> dict[str, float]:
@@ -234,9 +228,20 @@ def _run(config: Any, emit: Emitter, plan: CharLMPlan, device: str) -> dict[str,
         emit.info(initial_train_ppl=init_train_ppl, initial_val_ppl=init_val_ppl)
         emit.log(f"initial train PPL {init_train_ppl:.2f}, val PPL {init_val_ppl:.2f}")
 
-    epochs_run = 0
+    epochs_run, start = 0, 1
     val_ppl = math.nan
-    for epoch in range(1, config.max_epochs + 1):
+    checkpoints = checkpoints_for(emit)
+    resumed = checkpoints.resume_point()
+    if resumed is not None:  # continue a dead attempt: weights, optimizer, counters, then the RNGs last
+        model.load_state_dict(resumed.state["model"])
+        optimizer.load_state_dict(resumed.state["optimizer"])
+        stopper.load_state_dict(resumed.state["stopper"])
+        epochs_run, val_ppl, start = resumed.epoch, resumed.state["val_ppl"], resumed.epoch + 1
+        resumed.restore_rng()
+        emit.log(f"resumed from the checkpoint of epoch {resumed.epoch}")
+    for epoch in range(start, config.max_epochs + 1):
+        if stopper.should_stop:  # the checkpoint was saved on the epoch that stopped training
+            break
         started = time.perf_counter()
         reached: set[str] | None = set() if epoch == 1 else None
         if hasattr(model, "reset_memory"):
@@ -271,6 +276,8 @@ def _run(config: Any, emit: Emitter, plan: CharLMPlan, device: str) -> dict[str,
             # because the final H update reads the no-grad step-0 L state.
             no_grad = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and n not in reached)
             emit.info(params_without_gradient=no_grad)
+        checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "stopper": stopper.state_dict(), "val_ppl": val_ppl}, epoch=epoch, score=val_ppl)
         if stopper.should_stop:
             emit.log(f"early stop at epoch {epoch}: no improvement for {config.patience} epoch(s)")
             break

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from core.experiments.base import Emitter
+from core.runtime import Emitter, resolve_device
 from core.models.growable import GrowableCharLM, layer_losses, lm_loss
 from core.training.loop import EarlyStopping, train_epoch
 
@@ -142,8 +142,6 @@ def train_stage(
 
 def setup_torch(config: Any) -> str:
     """Resolve the device and, on CPU, set the intra-op thread count (the report's runs used 2)."""
-    from core.experiments.base import resolve_device
-
     device = resolve_device(config.device)
     if device == "cpu" and config.cpu_threads > 0:
         torch.set_num_threads(config.cpu_threads)

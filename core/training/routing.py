@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from core.experiments.base import Emitter, resolve_device, seed_everything
+from core.runtime import Emitter, resolve_device, seed_everything, torch_threads
 from core.models.routed import ExitStackLM, build_exit_stack, route
 from core.training.loop import EarlyStopping
 
@@ -155,14 +155,8 @@ def run_routing(config: Any, emit: Emitter, plan: RoutingPlan) -> None:
     On CPU, ``config.cpu_threads`` (>0) sets torch's intra-op thread count for the run and restores it after.
     """
     device = resolve_device(config.device)
-    previous = torch.get_num_threads()
-    if device == "cpu" and config.cpu_threads > 0:
-        torch.set_num_threads(config.cpu_threads)
-    try:
+    with torch_threads(config.cpu_threads if device == "cpu" else 0):
         _run(config, emit, plan, device)
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def _run(config: Any, emit: Emitter, plan: RoutingPlan, device: str) -> None:
