@@ -333,3 +333,49 @@ def wait(db: Database, run_id: int, *, poll: float = 0.5, timeout: float | None 
         if run.status.is_terminal or (deadline and time.monotonic() > deadline):
             return run
         time.sleep(poll)
+
+
+# --- resume, retries, notifications, disk (core.resume, core.run_gc) -------------------------------
+
+def resume(db: Database, run_id: int) -> Run:
+    """Queue a failed, lost or cancelled run again under its id (``attempt + 1``), from its newest checkpoint."""
+    from core.resume import resume as _resume
+
+    return _resume(db, run_id)
+
+
+def check_run_policy(*, max_retries: int | None = None, on_finish: str | None = None, webhook: str | None = None) -> None:
+    """Validate ``--retries/--on-finish/--webhook`` before anything is written (UserError, exit 2)."""
+    from core.resume import check_policy
+
+    check_policy(max_retries=max_retries, on_finish=on_finish, webhook=webhook)
+
+
+def set_run_policy(db: Database, run_id: int, *, max_retries: int | None = None, on_finish: str | None = None,
+                   webhook: str | None = None) -> None:
+    """A run's own retry budget and run-end hooks (None keeps the scheduler's defaults)."""
+    from core.resume import set_run_policy as _set
+
+    _set(db, run_id, max_retries=max_retries, on_finish=on_finish, webhook=webhook)
+
+
+def attempts(db: Database, run_id: int) -> list[dict[str, Any]]:
+    """Every attempt of a run, oldest first (the last one is the current)."""
+    from core.registry.attempts import attempts as _attempts
+
+    return _attempts(db, run_id)
+
+
+def checkpoint(run: Run) -> dict[str, Any] | None:
+    """The run's newest checkpoint as recorded by its worker: {seq, stage, epoch, score, path, bytes, ...}."""
+    import json
+
+    raw = getattr(run, "checkpoint_json", None)
+    return json.loads(raw) if raw else None
+
+
+def gc(db: Database, *, dry_run: bool = False):
+    """Remove checkpoints completed runs no longer need and folders of deleted runs (a ``GcReport``)."""
+    from core.run_gc import collect
+
+    return collect(db, dry_run=dry_run)

@@ -91,10 +91,16 @@ def execute(db_url: str, run_id: int) -> int:
         return EXIT_CANCELLED
     emit = RegistryEmitter(db, run_id)
     try:
+        from core.resume import attach_checkpoints  # checkpoints; a resumed attempt continues from the newest
+
+        attach_checkpoints(db, run, emit, previous_info=run.info_json)
         experiment.run(config, emit)
     except Cancelled:
-        store.add_log(db, run_id, "cancelled (SIGTERM)")
-        store.finish_run(db, run_id, RunStatus.CANCELLED, error="cancelled by request")
+        current = store.get_run(db, run_id)
+        requested = current is None or current.cancel_requested
+        store.add_log(db, run_id, "cancelled (SIGTERM)" if requested else "SIGTERM not requested through hrm: preempted")
+        store.finish_run(db, run_id, RunStatus.CANCELLED,
+                         error="cancelled by request" if requested else "preempted (SIGTERM from outside hrm)")
         return EXIT_CANCELLED
     except Exception as exc:  # noqa: BLE001 - any experiment error ends the run as failed
         trace = traceback.format_exc()

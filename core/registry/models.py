@@ -56,6 +56,38 @@ class Run(SQLModel, table=True):
     note: str | None = None
     imported_from: str | None = None
     """``mlflow:<tracking uri>#<mlflow run id>`` for an imported, read-only record (never retried)."""
+    # Attempts, checkpoints, retries and notifications (core.resume, core.checkpoint, core.notify).
+    attempt: int = 1
+    """1 for the first execution; ``hrm resume`` and automatic retries requeue with ``attempt + 1``."""
+    max_retries: int | None = None
+    """Automatic resumes after an infrastructure failure (None: the scheduler's default)."""
+    on_finish: str | None = None
+    """A command run when the run ends (``cmd {run_id} {status}``, split with shlex, no shell)."""
+    webhook: str | None = None
+    """An http(s) URL that receives a JSON body when the run ends."""
+    notified_attempt: int = 0
+    """The last attempt whose end was notified: each end is notified once."""
+    checkpoint_json: str | None = None
+    """The newest checkpoint: {seq, stage, epoch, stage_done, score, path, bytes, saved_at, seconds}."""
+
+
+class RunAttempt(SQLModel, table=True):
+    """An ended attempt of a run that was resumed: how it ended and where the next one continued."""
+
+    run_id: int = Field(foreign_key="run.id", primary_key=True)
+    attempt: int = Field(primary_key=True)
+    status: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    host: str | None = None
+    gpu: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    epoch: int = 0
+    stage: int = 0
+    requeued_at: float = 0.0
+    requeued_by: str = "resume"
+    """``resume`` (a user's ``hrm resume``) or ``retry-policy`` (the scheduler, after an infrastructure failure)."""
 
 
 class Metric(SQLModel, table=True):

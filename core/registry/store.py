@@ -24,6 +24,7 @@ from core.registry.models import (
     Metric,
     ResultTable,
     Run,
+    RunAttempt,
 
     RunStatus,
     RunTag,
@@ -269,7 +270,7 @@ def request_cancel(db: Database, run_id: int) -> RunView | None:
 
 def delete_run(db: Database, run_id: int) -> bool:
     with db.write() as conn:
-        for table in (METRIC, LATEST, TABLE, LOG, TAG):
+        for table in (METRIC, LATEST, TABLE, LOG, TAG, RunAttempt.__table__):
             conn.execute(delete(table).where(table.c.run_id == run_id))
         return conn.execute(delete(RUN).where(RUN.c.id == run_id)).rowcount == 1
 
