@@ -50,6 +50,16 @@ class EarlyStopping:
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
 
+    def state_dict(self) -> dict[str, object]:
+        """Counters and best weights, for a checkpoint (PyTorch's ``state_dict`` convention)."""
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Continue from a checkpoint's counters and best weights."""
+        self.best, self.best_epoch, self.bad_epochs = float(state["best"]), int(state["best_epoch"]), int(state["bad_epochs"])
+        self.best_state = state.get("best_state")  # type: ignore[assignment]
+
 
 def train_epoch(
     model: nn.Module,
