@@ -170,7 +170,7 @@ class Tracker:
         if self.attached:
             if error:
                 store.add_log(self.db, self.run_id, f"script failed: {error}", source="client")
-                store.merge_info(self.db, self.run_id, {"script_error": error, "script_traceback": tail})
+                store.merge_info(self.db, self.run_id, {"script_error": error})
             return
         status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED if error else RunStatus.COMPLETED
         store.finish_run(self.db, self.run_id, status, error=error, stderr_tail=tail)
