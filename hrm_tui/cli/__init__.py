@@ -54,6 +54,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("hrm_tui.cli.compare", "report_cmd", "Write a report regenerated with our numbers (markdown, plots)."),
     "sweep": ("hrm_tui.cli.compare", "sweep", "Queue a grid of runs under one tag; prints the tag."),
     "tui": ("hrm_tui.cli.dashboard", "tui", "Open the dashboard (same as `hrm-tui`)."),
+    "exec": ("hrm_tui.cli.execute", "exec_app", "Queue any command as a run: hrm exec -- python train.py."),
+    "doctor": ("hrm_tui.cli.doctor", "doctor", "Check the registry, plugins, extras, data files and GPUs."),
     "resume": ("hrm_tui.cli.resume", "resume", "Continue a failed, lost or cancelled run from its newest checkpoint."),
     "gc": ("hrm_tui.cli.resume", "gc", "Remove checkpoints and run folders no run needs (--dry-run to preview)."),
 }
