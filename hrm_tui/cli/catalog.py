@@ -11,9 +11,20 @@ def experiments(json_out: JsonOption = False) -> None:
     from core.experiments.schema import describe
 
     entries = [describe(e) for e in catalog().values()]
+    _warn_plugin_problems()
     if json_out:
         print_json({"schema": "hrm.experiments/v1", "experiments": entries})
         return
     from hrm_tui import render
 
     console().print(render.experiments_table(entries))
+
+
+def _warn_plugin_problems() -> None:
+    """A plugin that could not be loaded: one line each on stderr (the rest of the catalog still works)."""
+    import sys
+
+    from core.experiments import plugin_problems
+
+    for problem in plugin_problems():
+        sys.stderr.write(f"warning: {problem.line()} (hrm doctor checks every plugin)\n")
