@@ -153,7 +153,7 @@ def _user_error_code(exc: BaseException) -> Optional[int]:
         cls = getattr(sys.modules.get(module_name), class_name, None)
         if cls is not None and isinstance(exc, cls):
             return getattr(exc, "exit_code", 1)
-    for module_name in ("core.errors", "core.registry.db", "core.registry"):
+    for module_name in ("core.errors", "core.registry.db"):
         cls = getattr(sys.modules.get(module_name), "RegistryError", None)
         if cls is not None and isinstance(exc, cls):
             return 1

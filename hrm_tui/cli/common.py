@@ -23,8 +23,12 @@ DbOption = Annotated[Optional[str], typer.Option(
 """A command's own ``--db``. It reads no environment variable: ``$HRM_DB`` is read once, by the
 root option, so that an explicit ``--db`` (the root's or the command's) always wins over it."""
 
+MAX_ID = 2**63 - 1
+"""Largest run id / count a registry column holds: bigger numbers are usage errors, not overflows."""
+MAX_COUNT = MAX_ID
+
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output (schema in the README)")]
-RunIdArgument = Annotated[int, typer.Argument(metavar="RUN_ID", help="run id (see `hrm ls`)")]
+RunIdArgument = Annotated[int, typer.Argument(metavar="RUN_ID", min=1, max=MAX_ID, help="run id (see `hrm ls`)")]
 
 
 def db_target(ctx: Optional[typer.Context], db: Optional[str]) -> Optional[str]:

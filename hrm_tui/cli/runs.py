@@ -8,9 +8,24 @@ from typing import Annotated, Optional
 
 import typer
 
-from hrm_tui.cli.common import DbOption, JsonOption, RunIdArgument, console, ensure_scheduler, err_console, print_json, registry
+from hrm_tui.cli.common import (
+    MAX_COUNT,
+    DbOption,
+    JsonOption,
+    RunIdArgument,
+    console,
+    db_target,
+    ensure_scheduler,
+    err_console,
+    print_json,
+    registry,
+)
 
 STATUSES = ("queued", "starting", "running", "completed", "failed", "cancelled", "lost")
+
+
+DEFAULT_SHOWN = 50
+"""``hrm ls`` shows the newest 50 runs unless asked for more: a registry of 20k runs stays instant."""
 
 
 def list_runs(
@@ -19,34 +34,96 @@ def list_runs(
         "--status", "-s", metavar="STATUS", help=f"filter by status (repeatable): {', '.join(STATUSES)}")] = None,
     experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", help="filter by experiment")] = None,
     tag: Annotated[Optional[str], typer.Option("--tag", "-t", help="filter by tag")] = None,
-    last: Annotated[Optional[int], typer.Option("--last", "-n", min=1, help="only the newest N runs")] = None,
+    last: Annotated[Optional[int], typer.Option(
+        "--last", "-n", min=1, max=MAX_COUNT, show_default=str(DEFAULT_SHOWN), help="show the newest N runs")] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0, max=MAX_COUNT, help="skip the newest N runs first")] = 0,
+    show_all: Annotated[bool, typer.Option("--all", "-a", help="every run (no limit)")] = False,
     json_out: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """List runs, newest first."""
-    from core import api
-    from core.registry import RunStatus
+    """List runs, newest first (the newest 50 unless --last, --offset or --all say otherwise)."""
+    from core.registry.status import RunStatus
 
     statuses = []
     for value in status or ():
         try:
             statuses.append(RunStatus(value).value)
         except ValueError:
-            raise api.UserError(f"--status {value!r}: expected one of {', '.join(STATUSES)}", 2) from None
-    records = api.list_records(registry(ctx, db), statuses=statuses, experiment=experiment, tag=tag, last=last)
+            raise _usage(f"--status {value!r}: expected one of {', '.join(STATUSES)}") from None
+    if show_all and last is not None:
+        raise _usage("--all and --last contradict each other: give one")
+    limit = None if show_all else (last or DEFAULT_SHOWN)
+    filters = {"statuses": statuses, "experiment": experiment, "tag": tag}
+    records, total = _read_listing(ctx, db, filters, limit, offset)
     if json_out:
-        print_json({"schema": api.RUNS_JSON_SCHEMA, "runs": records})
-        return
-    if not records:
-        err_console().print("no runs")
-        return
-    from hrm_tui import render
+        print_json({"schema": "hrm.runs/v1", "runs": records})
+    elif records:
+        from hrm_tui import render
 
-    console().print(render.runs_table(records))
+        console().print(render.runs_table(records))
+    hidden_older = total - offset - len(records)
+    if not records and not json_out:
+        err_console().print("no runs" if not total else f"no runs here: {total} match, --offset {offset} skips them all")
+    elif (hidden_older > 0 or offset) and not (json_out and (last or offset)):  # a script that asked knows
+        parts = []
+        if offset:
+            parts.append(f"{offset} newer skipped (--offset)")
+        if hidden_older > 0:
+            parts.append(f"{hidden_older} older not shown (--all, --last N or --offset {offset + len(records)})")
+        _note(f"{len(records)} of {total} runs: " + ", ".join(parts), json_out)
+
+
+def _read_listing(ctx, db, filters, limit, offset) -> tuple[list[dict], int]:
+    """(records, number matching the filters), by the stdlib reader when the registry allows it."""
+    from core.registry import fastread
+
+    conn = fastread.connect(db_target(ctx, db))
+    if conn is not None:
+        try:
+            return (fastread.list_records(conn, last=limit, offset=offset, **filters),
+                    fastread.count_runs(conn, **filters))
+        finally:
+            conn.close()
+    from core import api
+
+    database = registry(ctx, db)
+    records = api.list_records(database, last=limit, offset=offset, **filters)
+    if limit is None or len(records) < limit:
+        return records, offset + len(records)
+    return records, len(api.list_runs(database, enriched=False, **filters))
+
+
+def _note(text: str, plain: bool) -> None:
+    """A status line on stderr (plain text when stdout carries JSON: no Rich to import)."""
+    if plain:
+        sys.stderr.write(text + "\n")
+    else:
+        err_console().print(f"[dim]{text}[/dim]", highlight=False)
+
+
+def _usage(message: str) -> Exception:
+    from core.errors import UserError
+
+    return UserError(message, 2)
 
 
 def show(ctx: typer.Context, run_id: RunIdArgument, json_out: JsonOption = False, db: DbOption = None) -> None:
     """A run in full: config, status, timings, per-epoch and per-layer tables, analysis tables."""
+    if json_out:
+        from core.registry import fastread
+
+        conn = fastread.connect(db_target(ctx, db))
+        if conn is not None:
+            try:
+                record = fastread.run_details(conn, run_id)
+            finally:
+                conn.close()
+            if record is None:
+                from core.errors import UserError
+
+                raise UserError(f"run {run_id} does not exist in {_label(ctx, db)}", 1)
+            print_json({"schema": "hrm.run/v1", "run": record})
+            return
     from core import api
     from core.registry import RunStatus, store
 
@@ -72,6 +149,13 @@ def show(ctx: typer.Context, run_id: RunIdArgument, json_out: JsonOption = False
     if run.stderr_tail and run.status != RunStatus.COMPLETED.value:
         screen.print("[dim]stderr tail:[/dim]")
         screen.print(run.stderr_tail[-1500:], markup=False, highlight=False)
+
+
+def _label(ctx, db) -> str:
+    """The registry as ``core.api`` names it in messages (a ``sqlite:///`` URL of the absolute path)."""
+    from core.registry import fastread
+
+    return f"sqlite:///{fastread.sqlite_file(db_target(ctx, db)).resolve()}"
 
 
 def logs(

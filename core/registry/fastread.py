@@ -1,0 +1,150 @@
+"""Read-only listings of a SQLite registry with the standard library alone.
+
+``hrm ls --json`` and ``hrm show --json`` are one small query each; going through SQLAlchemy and the
+SQLModel tables costs ten times the query in start-up alone. This module reads the same rows with
+:mod:`sqlite3` and builds the same ``hrm.runs/v1`` records through :class:`~core.registry.view.RunView`,
+so the two paths cannot drift apart in shape (``tests/test_cli_fastread.py`` checks they are equal).
+
+Anything unusual (not a plain SQLite file, missing, not at the current schema version, a read that
+fails) makes :func:`connect` return ``None``: callers then take the full path, which knows how to
+report, create or migrate.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from core.registry.view import FALLBACK_KEY, RunView
+
+SCHEMA_VERSION = 3
+"""The schema this reader understands: ``core.registry.models.SCHEMA_VERSION`` (a test keeps them equal)."""
+_CHUNK = 900
+_BOOLEAN_COLUMNS = {"cancel_requested", "is_nan"}
+
+
+def sqlite_file(target: str | os.PathLike | None) -> Path | None:
+    """The registry file a ``--db`` value names, or None when it is not a plain SQLite file."""
+    text = str(target) if target is not None else os.environ.get("HRM_DB", "runs.db")
+    if text.startswith("sqlite:///"):
+        text = text[len("sqlite:///"):].split("?", 1)[0]
+        if not text.startswith("/"):
+            return None  # relative URL forms: leave them to the full path
+    elif "://" in text or not text.strip() or ":memory:" in text:
+        return None
+    return Path(text).expanduser()
+
+
+def connect(target: str | os.PathLike | None) -> sqlite3.Connection | None:
+    """A read-only connection to a current-schema registry, or None (use the full path then)."""
+    path = sqlite_file(target)
+    if path is None or not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=2.0)
+    except (sqlite3.Error, OSError):
+        return None
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM hrm_meta"))
+        if str(meta.get("schema_version", "")).strip() != str(SCHEMA_VERSION) or not meta.get("registry_id"):
+            conn.close()
+            return None
+    except sqlite3.Error:
+        conn.close()
+        return None
+    conn.row_factory = sqlite3.Row
+    conn.isolation_level = None  # explicit BEGIN/COMMIT: one snapshot per listing
+    return conn
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    out = []
+    for row in conn.execute(sql, tuple(params)):
+        record = dict(row)
+        for name in _BOOLEAN_COLUMNS.intersection(record):
+            record[name] = bool(record[name])
+        out.append(record)
+    return out
+
+
+def _where(statuses: Sequence[str], experiment: str | None, tag: str | None,
+           ids: Sequence[int] | None) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if statuses:
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params += [str(s) for s in statuses]
+    if experiment:
+        clauses.append("experiment = ?")
+        params.append(experiment)
+    if tag:
+        clauses.append("id IN (SELECT run_id FROM runtag WHERE tag = ?)")
+        params.append(tag)
+    if ids is not None:
+        clauses.append(f"id IN ({', '.join('?' * len(ids))})" if ids else "0")
+        params += [int(i) for i in ids]
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def count_runs(conn: sqlite3.Connection, *, statuses: Sequence[str] = (), experiment: str | None = None,
+               tag: str | None = None) -> int:
+    """How many runs match the filters (for "N more not shown")."""
+    where, params = _where(statuses, experiment, tag, None)
+    return conn.execute(f"SELECT count(*) FROM run{where}", params).fetchone()[0]
+
+
+def _by_run(conn: sqlite3.Connection, sql: str, ids: Sequence[int]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = list(ids[start : start + _CHUNK])
+        out += _rows(conn, sql.format(ids=", ".join("?" * len(chunk))), chunk)
+    return out
+
+
+def list_records(conn: sqlite3.Connection, *, statuses: Sequence[str] = (), experiment: str | None = None,
+                 tag: str | None = None, last: int | None = None, offset: int = 0,
+                 ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """``hrm.runs/v1`` records, newest first: what ``core.api.list_records`` returns for these filters."""
+    where, params = _where(statuses, experiment, tag, ids)
+    sql = f"SELECT * FROM run{where} ORDER BY id DESC"
+    if last or offset:
+        sql += " LIMIT ? OFFSET ?"
+        params += [int(last) if last else -1, int(offset)]
+    conn.execute("BEGIN")  # one snapshot for the runs and their tags and metrics
+    try:
+        runs = _rows(conn, sql, params)
+        run_ids = [r["id"] for r in runs]
+        tags: dict[int, list[str]] = {}
+        for row in _by_run(conn, "SELECT run_id, tag FROM runtag WHERE run_id IN ({ids}) ORDER BY run_id, tag", run_ids):
+            tags.setdefault(row["run_id"], []).append(row["tag"])
+        latest: dict[int, list[dict[str, Any]]] = {i: [] for i in run_ids}
+        for row in _by_run(conn, "SELECT * FROM latestmetric WHERE run_id IN ({ids})", run_ids):
+            latest[row["run_id"]].append(row)
+    finally:
+        conn.execute("COMMIT")
+    best = {(m["run_id"], m["stage"]): m["min"] for rows in latest.values() for m in rows if m["key"] == FALLBACK_KEY}
+    return [RunView.from_row(r, tags=tags.get(r["id"], ()), running_best=best.get((r["id"], r["stage"])))
+            .record(latest[r["id"]]) for r in runs]
+
+
+def run_details(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
+    """``hrm show --json``'s run: its record with every metric row and analysis table, or None."""
+    import json
+
+    found = list_records(conn, ids=[run_id])
+    if not found:
+        return None
+    record = found[0]
+    metrics = _rows(conn, "SELECT * FROM metric WHERE run_id = ? AND id > 0 ORDER BY id", [run_id])
+    for row in metrics:
+        if row["is_nan"]:
+            row["value"] = math.nan
+    tables = [{"name": t["name"], "stage": t["stage"], "rows": json.loads(t["rows_json"])}
+              for t in _rows(conn, "SELECT * FROM resulttable WHERE run_id = ? ORDER BY id", [run_id])]
+    record["metrics"] = metrics
+    record["tables"] = tables
+    return record
