@@ -90,6 +90,7 @@ class ExperimentCommands(PlainHelp, TyperGroup):
 
         experiment = catalog().get(cmd_name)
         if experiment is None:
+            _refuse_broken_plugin(cmd_name)
             return None
         if self._listing:
             return TyperCommand(name=cmd_name, short_help=experiment.description, help=experiment.description)
@@ -106,6 +107,15 @@ class ExperimentCommands(PlainHelp, TyperGroup):
             super().format_help(ctx, formatter)
         finally:
             self._listing = False
+
+
+def _refuse_broken_plugin(name: str) -> None:
+    """A plugin experiment that failed to load: say why in one line instead of 'No such command'."""
+    from core import api
+    from core.experiments import UnknownExperiment, plugin_problems
+
+    if any(problem.name == name for problem in plugin_problems()):
+        raise api.UserError(str(UnknownExperiment(name)), 2)
 
 
 run_group = typer.Typer(cls=ExperimentCommands, no_args_is_help=True, context_settings=CONTEXT_SETTINGS,
