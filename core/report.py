@@ -58,7 +58,8 @@ def write_report(db: Database, report: str, out_dir: str | Path, *, variant: str
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{db.url}` — variant **{variant}**"
              + (f", runs tagged `{tag}`" if tag else "") + f". Published source: {doc['source']}.", "",
              f"**{summary_line(comparison.summary)}**. Each number: published | ours | Δ (ours − published); "
-             "✗ marks a number outside its tolerance class (exact / loose / chaotic = ordering only).", ""]
+             "✗ marks a number outside its tolerance class (digits = to the printed digit, close = ±1 % or ±1 in the "
+             "last digit, rule = the rule's arithmetic on our own data, loose, chaotic = ordering only).", ""]
     lines += [f"- {note}" for note in doc.get("notes", [])]
     lines += ["", "## Runs used", "", to_markdown([comparison.runs_table], heading="###").split("\n", 2)[2]]
 

@@ -21,7 +21,10 @@ from typing import Any
 from core import api, published
 from core.compare import Column, Table, latest_value
 from core.experiments import catalog
-from core.published import EXACT_DEFAULT, EXACT_TOLERANCE, LOOSE_DEFAULT, LOOSE_TOLERANCE, Printed, parse_printed
+from core.published import (
+    CLASS_ALIASES, CLOSE_DEFAULT, CLOSE_TOLERANCE, DIGITS_TOLERANCE, LOOSE_DEFAULT, LOOSE_TOLERANCE, Printed,
+    parse_printed,
+)
 from core.registry import Database, store
 
 USABLE_STATUSES = ("completed", "running", "starting", "queued")
@@ -248,7 +251,19 @@ def _derive(ref: Mapping[str, Any], table_id: str, ours: Mapping[tuple[str, str,
 # --- tolerance --------------------------------------------------------------------------------
 
 def resolve_class(doc, table, col, row) -> str:
-    return row.get("classes", {}).get(col["name"]) or col.get("class") or table.get("class") or doc["class"]
+    cls = row.get("classes", {}).get(col["name"]) or col.get("class") or table.get("class") or doc["class"]
+    return CLASS_ALIASES.get(cls, cls)
+
+
+def ran_on_cpu(rec: Mapping[str, Any] | None) -> bool:
+    """Whether a run record's experiment ran on the CPU (the device it reported, else the one it asked for)."""
+    if rec is None:
+        return False
+    info = rec.get("info") or {}
+    device = info.get("device") or (rec.get("config") or {}).get("device") or info.get("requested_device") or "auto"
+    if device == "auto":
+        return not info.get("cuda_visible_devices")
+    return str(device) == "cpu"
 
 
 def resolve_kind(col, row) -> str:
@@ -256,8 +271,12 @@ def resolve_kind(col, row) -> str:
 
 
 def resolve_tolerance(doc, table, col, row, cls: str, kind: str) -> dict[str, float]:
-    if cls == "exact":
-        tol = dict(EXACT_TOLERANCE.get(kind, EXACT_DEFAULT))
+    if cls == "digits":
+        return dict(DIGITS_TOLERANCE)
+    if cls == "rule":
+        return {"digits": 0}
+    if cls == "close":
+        tol = dict(CLOSE_TOLERANCE.get(kind, CLOSE_DEFAULT))
     elif cls == "loose":
         tol = dict(LOOSE_TOLERANCE.get(kind, LOOSE_DEFAULT))
         for level in (doc.get("tolerance", {}), table.get("tolerance", {})):
@@ -277,6 +296,10 @@ def tolerance_text(cls: str, tol: Mapping[str, float], pub: Printed) -> str:
         return "ordering only"
     if cls == "info":
         return "not checked"
+    if cls == "digits":
+        return "to the printed digit"
+    if cls == "rule":
+        return "= the rule on our own data (published not checked)"
     parts = []
     if "rel" in tol:
         parts.append(f"±{tol['rel'] * 100:g}%")
@@ -354,12 +377,15 @@ def compare_report(db: Database, report: str, *, variant: str = "published", exp
 
     # Pass 1: direct refs; pass 2: derived cells (which may use other derived cells once).
     ours: dict[tuple[str, str, str], float | None] = {}
+    rules: dict[tuple[str, str, str], float | None] = {}
     derived: list[tuple[str, Mapping[str, Any], str, Mapping[str, Any]]] = []
     for t in tables:
         for row in t["rows"]:
             for col in t["columns"]:
                 ref = row.get("refs", {}).get(col["name"], col.get("ref"))
                 key = (t["id"], row["label"], col["name"])
+                if "rule" in col and row.get("reproducible", True):
+                    rules[key] = _resolve(col["rule"], row, ctx)
                 if not row.get("reproducible", True) or ref is None:
                     ours[key] = None
                 elif "derived" in ref:
@@ -373,7 +399,7 @@ def compare_report(db: Database, report: str, *, variant: str = "published", exp
     numbers: list[dict[str, Any]] = []
     out_tables: list[Table] = []
     for t in tables:
-        table, nums = _report_table(doc, t, ours, matches, variant)
+        table, nums = _report_table(doc, t, ours, matches, variant, rules)
         out_tables.append(table)
         numbers += nums
     return ReportComparison(report, variant, out_tables, _runs_used(doc, keys, matches, variant), numbers, matches)
@@ -395,7 +421,7 @@ def _published_only(table: Mapping[str, Any], row: Mapping[str, Any], col: str) 
     return False
 
 
-def _report_table(doc, t, ours, matches, variant) -> tuple[Table, list[dict[str, Any]]]:
+def _report_table(doc, t, ours, matches, variant, rules=None) -> tuple[Table, list[dict[str, Any]]]:
     columns = [Column("row", "row", "text"), Column("run", "run", "text")]
     fmt_cols: dict[str, Printed] = {}
     for ci, col in enumerate(t["columns"]):
@@ -442,12 +468,21 @@ def _report_table(doc, t, ours, matches, variant) -> tuple[Table, list[dict[str,
                 continue
             cls = resolve_class(doc, t, col, row)
             kind = resolve_kind(col, row)
+            expected = (rules or {}).get((t["id"], row["label"], name))
+            check_against, how = pub, ""
+            if cls == "digits" and not ran_on_cpu(rec):
+                cls, how = "close", " (not a CPU run: close, not digit-exact)"
+            elif cls == "rule" and expected is None:
+                cls, how = "loose", " (the run records no rule value)"
+            if name in row.get("rounding", {}):
+                check_against = parse_printed(row["rounding"][name])
+                how = f" of {check_against.text} (the printed {pub.text} is the report's own rounding)"
             tol = resolve_tolerance(doc, t, col, row, cls, kind)
             entry = {
                 "table": t["id"], "row": row["label"], "column": name, "published": pub.value,
                 "published_text": pub.text, "unit": pub.suffix.strip() or None, "ours": ours_u, "diff": None,
                 "rel_diff": None, "class": cls,
-                "kind": kind, "tolerance": tolerance_text(cls, tol, pub), "status": "ok",
+                "kind": kind, "tolerance": tolerance_text(cls, tol, pub) + how, "status": "ok",
                 "run": rec["id"] if rec else None, "why": None,
             }
             if ours_u is not None and not math.isnan(ours_u):
@@ -466,8 +501,17 @@ def _report_table(doc, t, ours, matches, variant) -> tuple[Table, list[dict[str,
                 entry["status"], entry["why"] = "n/a", t.get("corrected_note") or "produced by a quirk the corrected variant fixes"
             elif cls == "chaotic":
                 cells.append((entry, out_row, pub, ours_u, col))
-            elif not within(ours_u, pub, tol):
+            elif cls == "rule":
+                entry["rule"] = expected
+                if round(value) != round(expected):
+                    entry["status"] = "out"
+                    entry["why"] = f"{value:,.0f} ≠ {expected:,.0f}, what the rule gives on this run's own tokens"
+                else:
+                    entry["why"] = "the rule's count on this run's own tokens"
+            elif not within(ours_u, check_against, tol):
                 entry["status"], entry["why"] = "out", f"outside {entry['tolerance']}"
+            elif check_against is not pub:
+                entry["why"] = f"the report's rounding: {pub.text} stands for {check_against.text}"
             out_row[f"{name}.status"] = entry["status"]
             numbers.append(entry)
         rows.append(out_row)

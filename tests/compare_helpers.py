@@ -8,7 +8,6 @@ published value: the inverse of :func:`core.reproduce.compare_report`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -18,37 +17,6 @@ from core.experiments import catalog
 from core.registry import RunStatus, store
 from core.registry.emitter import RegistryEmitter
 
-EXPERIMENT_MODULES = [
-    "lpt", "irt", "infini_hrm", "hrm", "layer_freezing", "greedy_layerwise", "progressive", "layer_contribution",
-    "early_exit", "confidence_routing", "lpt_routing", "saturation", "hard_tokens", "cascade",
-]
-
-
-def register_all(monkeypatch) -> list[str]:
-    """Register every experiment module that exists on disk (tests must not depend on the lead's order)."""
-    import core.experiments as experiments
-
-    modules = list(experiments._MODULES)
-    for name in EXPERIMENT_MODULES:
-        module = f"core.experiments.{name}"
-        if module not in modules and importlib.util.find_spec(module) is not None:
-            modules.append(module)
-    monkeypatch.setattr(experiments, "_MODULES", modules)
-    experiments.catalog.cache_clear()
-    return sorted(catalog())
-
-
-def _register_here() -> None:
-    """``register_all`` for a worker process (no monkeypatch: the process is thrown away)."""
-    import core.experiments as experiments
-
-    for name in EXPERIMENT_MODULES:
-        module = f"core.experiments.{name}"
-        if module not in experiments._MODULES and importlib.util.find_spec(module) is not None:
-            experiments._MODULES.append(module)
-    experiments.catalog.cache_clear()
-
-
 def _execute(db_url: str, run_id: int) -> int:
     from core.worker import execute
 
@@ -57,15 +25,14 @@ def _execute(db_url: str, run_id: int) -> int:
 
 def execute_runs(db_url: str, run_ids: Iterable[int], *, workers: int = 1) -> dict[int, int]:
     """Run queued runs to their end with ``core.worker.execute``: in this process, or in ``workers``
-    spawned processes (each with every experiment module registered). {run id: exit code}."""
+    spawned processes. {run id: exit code}."""
     ids = list(run_ids)
     if workers <= 1:
         return {i: _execute(db_url, i) for i in ids}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_register_here) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return dict(zip(ids, pool.map(_execute, [db_url] * len(ids), ids)))
 
 
@@ -123,7 +90,8 @@ def published_events(report: str, *, perturb: Mapping[tuple[str, str, str], floa
             if not row.get("reproducible", True):
                 continue
             for ci, col in enumerate(table["columns"]):
-                pub = published.parse_printed(row["values"][ci])
+                # A hand-rounded number: the run prints what the report's rounding stands for.
+                pub = published.parse_printed(row.get("rounding", {}).get(col["name"], row["values"][ci]))
                 ref = row.get("refs", {}).get(col["name"], col.get("ref"))
                 if not pub.numeric or ref is None or "derived" in ref:
                     continue
@@ -142,6 +110,8 @@ def published_events(report: str, *, perturb: Mapping[tuple[str, str, str], floa
                     summary = ev["summaries"].setdefault(stage, {})
                     if ref["metric"] not in summary or pub.scale == 1.0:  # "134,515,008" beats "134.5M"
                         summary[ref["metric"]] = value
+                    if "rule" in col:  # a run printing the report's count also satisfies the rule
+                        summary[_subst(col["rule"], row)["metric"]] = pub.value * pub.scale
                 elif "info" in ref:
                     ev["info"][ref["info"]] = value
                 elif "layer" in ref:
@@ -175,8 +145,11 @@ def _subst(ref: Any, row: Mapping[str, Any]) -> Any:
 
 
 def seed_published(db, report: str, variant: str = "published", *, perturb=None, skip: Iterable[str] = (),
-                   tags: Iterable[str] = ()) -> dict[str, int]:
-    """One finished run per run key of ``report`` printing the published numbers; {run key: run id}."""
+                   tags: Iterable[str] = (), device: str | None = None) -> dict[str, int]:
+    """One finished run per run key of ``report`` printing the published numbers; {run key: run id}.
+
+    ``device`` replaces the configs' device (``"cuda"``: runs as if made on a GPU).
+    """
     doc = published.load(report)
     events = published_events(report, perturb=perturb)
     ids = {}
@@ -184,5 +157,7 @@ def seed_published(db, report: str, variant: str = "published", *, perturb=None,
         if key in skip:
             continue
         config = {**spec["config"], **spec.get(variant, {}), "variant": variant}
+        if device is not None:
+            config["device"] = device
         ids[key] = fake_run(db, spec["experiment"], config, tags=tags, **events[key])
     return ids

@@ -153,7 +153,9 @@ def test_cascade_published_001_length1_handoff(files):
     assert s2["train_tokens_in"] == s1["train_hard_tokens"]  # stage 2 receives exactly stage 1's hard tokens
     for s in (s1, s2):  # inclusive rule; ties can only add tokens
         assert s["train_hard_tokens"] >= s["train_hard_expected"]
+        assert s["val_hard_tokens"] >= s["val_hard_expected"]  # the rule on val's own token count (B9)
         assert s["threshold"] != s["val_threshold"]  # B9: val uses its own quantile
+    assert s1["val_tokens_in"] == 8 * 32 and s2["val_tokens_in"] == s1["val_hard_tokens"]
     ep1 = [x["metrics"] for x in e.of("epoch") if x["stage"] == 1]
     assert s1["last_val_ppl"] == pytest.approx(ep1[-1]["val_ppl"])  # B8: the last epoch's weights are kept
     _exit_checks(e, all_scored=True)

@@ -290,9 +290,13 @@ def _epoch_hook(emit, k: int, total: int):
 
 
 def _stage_summary(res, *, k: int, tau: float, n_hard: int, n_vhard: int, params: int, lr: float, n_in: int,
-                   config: CascadeConfig, **extra) -> dict:
+                   config: CascadeConfig, n_val_in: int | None = None, **extra) -> dict:
+    """A stage's summary. ``n_val_in``: the val tokens whose own quantile chose the val hard set (B9), if so."""
     from core.smollm2.ops import expected_hard_count, ppl
 
+    if n_val_in is not None:
+        extra = {"val_tokens_in": float(n_val_in), "val_hard_expected": float(expected_hard_count(
+            n_val_in, config.hard_ratio, inclusive=config.selection == "inclusive")), **extra}
     return {
         "threshold": tau, "train_hard_tokens": float(n_hard), "val_hard_tokens": float(n_vhard),
         "train_tokens_in": float(n_in),
@@ -462,7 +466,7 @@ def _run_repack(base: BasePass):
         before = ppl(res.before_val_loss)
         s = _stage_summary(
             res, k=k, tau=tau, n_hard=n_hard, n_vhard=int(hard_v.sum()), params=count_params(addon), lr=opt.lr,
-            n_in=int(cur_cos_t.numel()), config=config, val_threshold=tau_v,
+            n_in=int(cur_cos_t.numel()), config=config, n_val_in=int(cur_cos_v.numel()), val_threshold=tau_v,
             cumulative_params=float(count_params(lm) + sum(count_params(a) for a in addons) + count_params(addon)),
             train_hard_tokens_packed=float(y_pack.numel()),
             train_hard_dropped=float(dropped),
@@ -575,7 +579,8 @@ def _run_length1(base: BasePass):
         params = count_params(addon)
         cumulative += params
         s = _stage_summary(res, k=k, tau=tau, n_hard=n_hard, n_vhard=n_vhard, params=params, lr=opt.lr,
-                           n_in=int(c_t.numel()), config=config, val_threshold=tau_v, cumulative_params=float(cumulative))
+                           n_in=int(c_t.numel()), config=config, n_val_in=int(c_v.numel()), val_threshold=tau_v,
+                           cumulative_params=float(cumulative))
         emit.summary(s, stage=k)
         stage_sums.append(s)
         # Hand-off (length-1): the stage's final-normed outputs on its hard tokens; next cos = cos(input, output).

@@ -28,13 +28,26 @@ A ``ref`` says where our number comes from (resolved by :mod:`core.reproduce`):
 Inside a ref, the strings ``"$row"``, ``"$stage"``, ``"$epoch"`` and ``"$layer"`` stand for the row's
 label and fields, so one column ref serves every row (``{"layer": "$layer", "key": "cos_mean"}``).
 
-Tolerance classes (``class``: file default, then table, column, row ``classes``): ``exact`` (the
-number the committed script prints: PPL within 1 % or the last printed digit, percentages within
-0.5 points, counts/params/epochs printed identically, other values within one unit of the last
-printed digit), ``loose`` (a relative/absolute band per kind, overridable with ``tolerance`` at file
-or table level and ``tol`` per column/row), ``chaotic`` (ordering only: our value must sit in the
-same order as the published one relative to every other number of its column), ``info`` (shown,
-never checked: wall-clock times).
+Tolerance classes (``class``: file default, then table, column, row ``classes``) say what ``--check`` checks:
+
+- ``digits`` (digit-exact): our number rounds to the printed one (within half a unit of the last printed
+  digit). For the numbers the published variant reproduces bit for bit on CPU (004 Exp 5, 6, 8–11). A run
+  that did not run on the CPU is checked with ``close`` instead, and the entry says so.
+- ``close``: the number the committed script prints, up to GPU numerics: PPL within 1 % or one unit of
+  the last printed digit, percentages within 0.5 points, counts/params/epochs printed identically, other
+  values within one unit of the last printed digit. ``exact`` is accepted as its former name.
+- ``rule``: arithmetic of a rule on the data the run actually used (the quantile rule's hard-token count
+  from the run's own token total): the column's ``rule`` ref gives the value the rule predicts from our
+  run, and our number must equal it; the published number is shown with its Δ, not checked (the data differ).
+- ``loose``: a relative/absolute band per kind, overridable with ``tolerance`` at file or table level and
+  ``tol`` per column/row.
+- ``chaotic``: ordering only: our value must sit in the same order as the published one relative to every
+  other number of its column.
+- ``info``: shown, never checked (wall-clock times).
+
+A row's ``rounding`` (``{COLUMN: "304.41M"}``) marks a printed number as the report's own (hand) rounding:
+ours is checked against the value the report's inputs give, and the entry says the printed one is the
+report's rounding, not a miss.
 """
 
 from __future__ import annotations
@@ -50,17 +63,22 @@ PUBLISHED_SCHEMA_ID = "hrm.published/v1"
 REPORTS = ("000", "001", "002", "003", "004")
 KINDS = ("ppl", "pct", "params", "count", "epoch", "loss", "cos", "corr", "norm", "threshold", "ratio", "value",
          "seconds")
-CLASSES = ("exact", "loose", "chaotic", "info")
+CLASSES = ("digits", "close", "rule", "loose", "chaotic", "info", "exact")
+CLASS_ALIASES = {"exact": "close"}
+"""Former class names still accepted in published files (plugins written before the ``digits``/``close`` split)."""
 
-EXACT_TOLERANCE: dict[str, dict[str, float]] = {
+DIGITS_TOLERANCE: dict[str, float] = {"digits": 0}
+"""The digit-exact class: ours rounds to the printed number (within half a unit of its last digit)."""
+
+CLOSE_TOLERANCE: dict[str, dict[str, float]] = {
     "ppl": {"rel": 0.01, "digits": 1},
     "pct": {"abs": 0.5},
     "params": {"digits": 0},
     "count": {"digits": 0},
     "epoch": {"digits": 0},
 }
-"""The spec's "exact" class by kind; every other kind: one unit of the last printed digit."""
-EXACT_DEFAULT = {"digits": 1}
+"""The "close" class by kind; every other kind: one unit of the last printed digit."""
+CLOSE_DEFAULT = {"digits": 1}
 
 LOOSE_TOLERANCE: dict[str, dict[str, float]] = {
     "ppl": {"rel": 0.25},
@@ -172,8 +190,10 @@ def check(doc: dict[str, Any]) -> list[str]:
         for c in table.get("columns", []):
             if c.get("kind") not in KINDS:
                 problems.append(f"{tid}/{c.get('name')}: unknown kind {c.get('kind')!r}")
-            if c.get("class", "exact") not in CLASSES:
+            if c.get("class", "close") not in CLASSES:
                 problems.append(f"{tid}/{c.get('name')}: unknown class {c.get('class')!r}")
+            if c.get("class") == "rule" and "rule" not in c:
+                problems.append(f"{tid}/{c.get('name')}: class rule needs a rule ref")
         labels = [r["label"] for r in table.get("rows", [])]
         if len(set(labels)) != len(labels):
             problems.append(f"{tid}: duplicate row labels")
@@ -183,7 +203,7 @@ def check(doc: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}: {len(row.get('values', []))} values for {len(cols)} columns")
             if row.get("reproducible", True) and row.get("run") is not None and row["run"] not in runs:
                 problems.append(f"{where}: unknown run {row['run']!r}")
-            for key in ("refs", "classes", "tol", "kinds"):
+            for key in ("refs", "classes", "tol", "kinds", "rounding"):
                 for col in row.get(key, {}):
                     if col not in cols:
                         problems.append(f"{where}: {key} names unknown column {col!r}")
@@ -218,6 +238,7 @@ _ROW = {
         "tol": {"type": "object"},
         "reproducible": {"type": "boolean"},
         "published_only": {"type": ["boolean", "array"]},
+        "rounding": {"type": "object", "additionalProperties": {"type": "string"}},
         "note": {"type": "string"},
     },
 }
@@ -283,6 +304,7 @@ PUBLISHED_SCHEMA: dict[str, Any] = {
                                 "class": {"enum": list(CLASSES)},
                                 "tol": _TOL,
                                 "ref": {"type": "object"},
+                                "rule": {"type": "object"},
                             },
                         },
                     },
