@@ -25,15 +25,31 @@ def _execute(db_url: str, run_id: int) -> int:
 
 def execute_runs(db_url: str, run_ids: Iterable[int], *, workers: int = 1) -> dict[int, int]:
     """Run queued runs to their end with ``core.worker.execute``: in this process, or in ``workers``
-    spawned processes. {run id: exit code}."""
+    spawned processes. {run id: exit code}. Prints a line per finished run (seen with ``pytest -s``),
+    so a long reproduction is never silent."""
+    import time
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     ids = list(run_ids)
+    started = time.monotonic()
+    codes: dict[int, int] = {}
+
+    def done(run_id: int, code: int) -> None:
+        codes[run_id] = code
+        print(f"run {run_id} ended with exit code {code} ({len(codes)}/{len(ids)}, "
+              f"{time.monotonic() - started:.0f} s)", flush=True)
+
     if workers <= 1:
-        return {i: _execute(db_url, i) for i in ids}
+        for i in ids:
+            done(i, _execute(db_url, i))
+        return codes
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return dict(zip(ids, pool.map(_execute, [db_url] * len(ids), ids)))
+        futures = {pool.submit(_execute, db_url, i): i for i in ids}
+        for future in as_completed(futures):
+            done(futures[future], future.result())
+    return codes
 
 
 def fake_run(db, experiment: str, config: Mapping[str, Any] | None = None, *, tags: Iterable[str] = (),
