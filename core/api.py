@@ -289,6 +289,8 @@ def cancel(db: Database, run_id: int) -> Run:
 def retry(db: Database, run_id: int) -> Run:
     """A new queued run with the same experiment and config (linked by ``retry_of``)."""
     run = require_run(db, run_id)
+    if getattr(run, "imported_from", None):
+        raise UserError(f"run {run_id} was imported ({run.imported_from}): a read-only record cannot be retried", 1)
     return submit(db, run.experiment, dict(run.config), tags=run.tags, retry_of=run_id)
 
 
@@ -379,3 +381,89 @@ def gc(db: Database, *, dry_run: bool = False):
     from core.run_gc import collect
 
     return collect(db, dry_run=dry_run)
+
+
+# --- annotations, search and analysis: hrm tag / note / --where, hrm_tui.analysis ---------------
+
+TAG_PATTERN = r"[A-Za-z0-9_.:=@/-][A-Za-z0-9_.:=@/+-]{0,99}"
+
+
+def check_filter(where: str) -> None:
+    """UserError (exit 2, with the column) unless ``where`` is a well-formed ``--where`` filter."""
+    from core.registry.filter import validate
+
+    validate(where)
+
+
+def edit_tags_check(tag: str) -> None:
+    """UserError (exit 2) unless ``tag`` is a plain tag: no spaces, not starting with + or -."""
+    import re
+
+    if not re.fullmatch(TAG_PATTERN, tag) or tag[0] in "+-":
+        raise UserError(f"invalid tag {tag!r}: letters, digits and _ . : = @ / - (at most 100, no spaces)", 2)
+
+
+def edit_tags(db: Database, run_id: int, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
+    """Add and remove tags of a run after submit (one transaction); returns its tags afterwards."""
+    for tag in (*add, *remove):
+        edit_tags_check(tag)
+    tags = store.set_tags(db, run_id, add=add, remove=remove)
+    if tags is None:
+        raise UserError(f"run {run_id} does not exist in {db.url}", 1)
+    return tags
+
+
+def set_note(db: Database, run_id: int, note: str | None) -> Run:
+    """Replace (or with None / "" clear) a run's free-text note."""
+    if note is not None and len(note) > 10_000:
+        raise UserError("a note is at most 10,000 characters", 2)
+    if not store.set_note(db, run_id, note or None):
+        raise UserError(f"run {run_id} does not exist in {db.url}", 1)
+    return require_run(db, run_id)
+
+
+def export_runs(db: Database, run_ids: Sequence[int], to: str, target: str) -> str:
+    """Export runs to ``tensorboard`` (event files in folder ``target``), ``mlflow`` (a tracking URI),
+    ``csv`` or ``parquet`` (a folder with runs and metrics tables); nothing is left half-written."""
+    if to == "tensorboard":
+        from core.interop.tensorboard import export_tensorboard
+
+        export_tensorboard(db, run_ids, target)
+        return f"{len(run_ids)} run(s) written to {target} (tensorboard --logdir {target})"
+    if to == "mlflow":
+        from core.interop.mlflow_io import export_mlflow
+
+        created = export_mlflow(db, run_ids, target)
+        return f"{len(created)} run(s) written to MLflow {target}"
+    if to in ("csv", "parquet"):
+        from core.interop.tables import export_tables
+
+        export_tables(db, run_ids, target, fmt=to)
+        return f"{len(run_ids)} run(s) written to {target}/runs.{to} and {target}/metrics.{to}"
+    raise UserError(f"unknown export format {to!r} (tensorboard, mlflow, csv, parquet)", 2)
+
+
+def import_mlflow(db: Database, uri: str, *, experiments: Sequence[str] = (), tags: Sequence[str] = ()):
+    """Bring an MLflow store's finished runs in as read-only records (see :mod:`core.interop.mlflow_io`)."""
+    from core.interop.mlflow_io import import_mlflow as run_import
+
+    for tag in tags:
+        edit_tags_check(tag)
+    return run_import(db, uri, experiments=experiments, tags=tags)
+
+
+def flatten_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A run record as one flat row (``config.*``, metric last/.min/.max): ``to_pandas`` and CSV columns."""
+    from core.interop.source import flatten_record as flatten
+
+    return flatten(record)
+
+
+def latest_summaries(db: Database, run_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """{run id: its ``latestmetric`` rows} (last/min/max per key and stage) in one indexed query."""
+    return store.latest_metrics(db, run_ids)
+
+
+def metric_rows(db: Database, run_ids: Sequence[int], *, kinds: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Every metric row of the runs (run_id, kind, stage, epoch, layer, key, value, ts), run by run."""
+    return store.metrics_of(db, run_ids, kinds=kinds)

@@ -42,6 +42,7 @@ from sqlalchemy import JSON, String, and_, cast, exists, false, literal, not_, o
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.errors import UserError
 from core.registry.models import LatestMetric, Run, RunStatus, RunTag
 
 RUN = Run.__table__
@@ -60,15 +61,13 @@ COMPARE_OPS = {"==", "!=", "<", "<=", ">", ">=", "~"}
 STATUSES = {s.value for s in RunStatus}
 
 
-class FilterError(ValueError):
+class FilterError(UserError, ValueError):
     """A malformed filter: ``message`` says what and ``position`` (0-based) where. Usage error (exit 2)."""
-
-    exit_code = 2
 
     def __init__(self, message: str, position: int, text: str = "") -> None:
         self.position = position
         self.text = text
-        super().__init__(f"--where: {message} at column {position + 1}")
+        super().__init__(f"--where: {message} at column {position + 1}", 2)
 
 
 # --- lexer ------------------------------------------------------------------------------------

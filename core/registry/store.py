@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 
 from core.registry.db import Database
+from core.registry.filter import compile_filter
 from core.registry.models import (
     LatestMetric,
     LogLine,
@@ -95,17 +96,17 @@ def list_runs(
     experiment: str | None = None,
     tag: str | None = None,
     last: int | None = None,
+    offset: int = 0,
     ids: Sequence[int] | None = None,
     updated_since: float | None = None,
-    offset: int = 0,
+    enriched: bool = True,
+    where: str | None = None,
 ) -> list[RunView]:
     """Runs, newest first, filtered; ``last`` keeps the newest N (after skipping ``offset``).
 
     ``enriched`` also reads each run's tags and its best ``val_ppl`` so far (two indexed queries in
     the same read transaction); the scheduler's own polls skip them.
     """
-    enriched: bool = True,
-    where: str | None = None,
     query = select(RUN)
     if statuses:
         query = query.where(RUN.c.status.in_([str(s) for s in statuses]))
@@ -117,9 +118,13 @@ def list_runs(
         query = query.where(RUN.c.id.in_(list(ids)))
     if updated_since is not None:
         query = query.where(RUN.c.updated_at > updated_since)
+    if where:  # the --where language (core.registry.filter), compiled with bound parameters
+        query = query.where(compile_filter(where, db.engine.dialect.name))
     query = query.order_by(RUN.c.id.desc())
     if last:
         query = query.limit(last)
+    if offset:
+        query = query.offset(offset)
     with db.read() as conn:
         rows = conn.execute(query).all()
         if not enriched or not rows:
@@ -161,8 +166,6 @@ def _chunks(ids: Sequence[int] | None, size: int = 900) -> Iterable[list[int] | 
         yield list(ids[start : start + size])
 
 
-    if offset:
-        query = query.offset(offset)
 def tags_of(db: Database, run_ids: Sequence[int]) -> dict[int, list[str]]:
     if not run_ids:
         return {}
@@ -172,6 +175,104 @@ def tags_of(db: Database, run_ids: Sequence[int]) -> dict[int, list[str]]:
         for r in rows:
             out.setdefault(r.run_id, []).append(r.tag)
     return out
+
+
+# --- annotations after submit (tags, notes), bulk reads and imported records ------------------
+
+def set_tags(db: Database, run_id: int, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str] | None:
+    """Add and remove tags of a run in one transaction; its tags afterwards, or None if there is no such run."""
+    with db.write() as conn:
+        if conn.execute(select(RUN.c.id).where(RUN.c.id == run_id)).first() is None:
+            return None
+        if remove:
+            conn.execute(delete(TAG).where(TAG.c.run_id == run_id, TAG.c.tag.in_(list(remove))))
+        present = set(conn.execute(select(TAG.c.tag).where(TAG.c.run_id == run_id)).scalars())
+        new = [t for t in dict.fromkeys(add) if t not in present]
+        if new:
+            conn.execute(TAG.insert(), [{"run_id": run_id, "tag": t} for t in new])
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values(updated_at=time.time()))
+        return sorted(conn.execute(select(TAG.c.tag).where(TAG.c.run_id == run_id)).scalars())
+
+
+def set_note(db: Database, run_id: int, note: str | None) -> bool:
+    """Replace a run's note (None clears it); False if there is no such run."""
+    with db.write() as conn:
+        return conn.execute(update(RUN).where(RUN.c.id == run_id).values(note=note, updated_at=time.time())
+                            ).rowcount == 1
+
+
+def metrics_of(db: Database, run_ids: Sequence[int], *, kinds: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Every metric row of many runs (run by run, in emission order), NaN restored: the long format."""
+    out: list[dict[str, Any]] = []
+    query = select(METRIC.c.run_id, METRIC.c.kind, METRIC.c.stage, METRIC.c.epoch, METRIC.c.layer,
+                   METRIC.c.key, METRIC.c.value, METRIC.c.is_nan, METRIC.c.ts)
+    if kinds:
+        query = query.where(METRIC.c.kind.in_(list(kinds)))
+    with db.read() as conn:
+        for chunk in _chunks(list(run_ids)):
+            for row in conn.execute(query.where(METRIC.c.run_id.in_(chunk)).order_by(METRIC.c.run_id, METRIC.c.id)):
+                record = dict(row._mapping)
+                if record.pop("is_nan"):
+                    record["value"] = math.nan
+                out.append(record)
+    return out
+
+
+def imported_runs(db: Database, prefix: str) -> dict[str, int]:
+    """{imported_from: run id} of the records whose origin starts with ``prefix`` (re-imports skip them)."""
+    with db.read() as conn:
+        rows = conn.execute(select(RUN.c.imported_from, RUN.c.id).where(RUN.c.imported_from.startswith(prefix, autoescape=True)))
+        return {origin: run_id for origin, run_id in rows}
+
+
+def create_imported_run(
+    db: Database,
+    experiment: str,
+    config: Mapping[str, Any],
+    *,
+    imported_from: str,
+    status: RunStatus,
+    created_at: float,
+    started_at: float | None,
+    finished_at: float | None,
+    metrics: Sequence[Mapping[str, Any]],
+    info: Mapping[str, Any] | None = None,
+    tags: Sequence[str] = (),
+    note: str | None = None,
+    headline_key: str | None = None,
+) -> RunView:
+    """A finished record from another tool, with its metric history, written in one transaction.
+
+    ``metrics`` rows carry kind, stage, epoch, layer, key, value (and ts); ``LatestMetric`` is
+    built from them as if they had been emitted in that order.
+    """
+    last_epoch = max((m["epoch"] for m in metrics if m["kind"] == "epoch" and m.get("epoch") is not None), default=0)
+    values = {
+        "experiment": experiment, "variant": str(config.get("variant", "imported")),
+        "config_json": json.dumps(dict(config), sort_keys=True, default=str), "status": status.value,
+        "created_at": created_at, "updated_at": time.time(), "started_at": started_at, "finished_at": finished_at,
+        "info_json": json.dumps(dict(info or {}), default=str), "imported_from": imported_from, "note": note,
+        "epoch": last_epoch, "total_epochs": last_epoch or None, "headline_key": headline_key,
+        "headline_value": next((_clean(m["value"])[0] for m in reversed(metrics) if m["kind"] == "summary"
+                                and m["key"] == headline_key and not m.get("stage")), None),
+    }
+    with db.write() as conn:
+        run_id = _insert_run(conn, values)
+        if tags:
+            conn.execute(TAG.insert(), [{"run_id": run_id, "tag": t} for t in dict.fromkeys(tags)])
+        rows = []
+        for m in metrics:
+            value, is_nan = _clean(m["value"])
+            rows.append({"run_id": run_id, "kind": m["kind"], "stage": int(m.get("stage") or 0),
+                         "epoch": m.get("epoch"), "layer": m.get("layer"), "key": m["key"], "value": value,
+                         "is_nan": is_nan, "ts": float(m.get("ts") or created_at)})
+        if rows:
+            _executemany(conn, _INSERT_METRIC, rows)
+            run_level = [r for r in rows if r["kind"] != "layer"]
+            if run_level:
+                _executemany(conn, _UPSERT_LATEST, run_level)
+        row = conn.execute(select(RUN).where(RUN.c.id == run_id)).one()
+    return _run(row, tags=list(dict.fromkeys(tags)))
 
 
 def count_by_status(db: Database) -> dict[str, int]:
