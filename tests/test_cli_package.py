@@ -36,7 +36,8 @@ def test_root_help_lists_every_command_without_importing_them():
     code = ("from hrm_tui.cli import app\nimport typer.main\n"
             "try:\n    typer.main.get_command(app).main(['--help'], prog_name='hrm')\nexcept SystemExit:\n    pass")
     loaded = imported_after(code)
-    assert not {m for m in loaded if m.startswith(("core", "hrm_tui.cli."))}, "the table's help is enough for --help"
+    commands = {m for m in loaded if m.startswith(("core", "hrm_tui.cli."))} - {"hrm_tui.cli.coercion"}
+    assert not commands, "the table's help is enough for --help"
     result = hrm("--help")
     assert result.exit_code == 0
     for name in COMMANDS:
@@ -126,3 +127,46 @@ def test_bracketed_words_in_a_config_description_stay_visible(monkeypatch):
     console = Console(width=200, record=True)
     console.print(help_text)
     assert "[default: report value]" in console.export_text()
+
+
+def test_ls_and_show_json_load_neither_pydantic_nor_rich_nor_sqlalchemy(db_path):
+    """Issue #13's start-up: the --json read path is typer + sqlite3 + json."""
+    db = open_database(db_path, create=True)
+    store.create_run(db, "smoke", {"epochs": 1})
+    db.dispose()
+    for args in (["ls", "--json"], ["show", "1", "--json"], ["ls", "--json", "--last", "5", "-s", "queued"]):
+        code = ("import sys\nfrom hrm_tui.cli import main\nsys.argv = ['hrm', '--db', %r, *%r]\n"
+                "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n") % (str(db_path), args)
+        loaded = imported_after(code)
+        heavy = {m.split(".")[0] for m in loaded} & {"pydantic", "rich", "sqlalchemy", "sqlmodel", "torch"}
+        assert not heavy, (args, heavy)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["ls", "--last", "0"], "greater than or equal to 1"),
+    (["ls", "--last", "x"], "valid integer"),
+    (["ls", "--last", "99999999999999999999"], "less than or equal to"),
+    (["ls", "--offset", "-1"], "--offset"),
+    (["show", "1.5"], "RUN_ID"),
+    (["show", "0"], "RUN_ID"),
+])
+def test_numbers_the_direct_parser_hands_back_get_typers_messages(db_path, args, message):
+    open_database(db_path, create=True).dispose()
+    result = hrm("--db", str(db_path), *args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+
+
+def test_direct_parsing_agrees_with_typer():
+    from typer.core import TyperOption
+
+    from hrm_tui.cli.coercion import DirectRuntimeParam, _direct, _UNHANDLED
+
+    for annotation, text, expected in [(int, "42", 42), (int, "+7", 7), (int, "-3", -3), (float, "1e-4", 1e-4),
+                                       (float, "0.5", 0.5), (float, ".5", 0.5), (str, "x y", "x y")]:
+        assert _direct(annotation, text, None) == expected
+    for annotation, text in [(int, "4.0"), (int, "1_000"), (int, ""), (int, "-"), (float, "nan"), (float, "inf"),
+                             (int, " 5"), (int, "9" * 19)]:
+        assert _direct(annotation, text, None) is _UNHANDLED
+    assert issubclass(DirectRuntimeParam, object) and TyperOption

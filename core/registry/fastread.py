@@ -57,19 +57,19 @@ def connect(target: str | os.PathLike | None) -> sqlite3.Connection | None:
     except sqlite3.Error:
         conn.close()
         return None
-    conn.row_factory = sqlite3.Row
     conn.isolation_level = None  # explicit BEGIN/COMMIT: one snapshot per listing
     return conn
 
 
 def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    out = []
-    for row in conn.execute(sql, tuple(params)):
-        record = dict(row)
-        for name in _BOOLEAN_COLUMNS.intersection(record):
-            record[name] = bool(record[name])
-        out.append(record)
-    return out
+    """Result rows as dicts by column name, SQLite's 0/1 booleans back to ``bool``."""
+    cursor = conn.execute(sql, tuple(params))
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, values)) for values in cursor.fetchall()]
+    for name in _BOOLEAN_COLUMNS.intersection(names):
+        for row in rows:
+            row[name] = bool(row[name])
+    return rows
 
 
 def _where(statuses: Sequence[str], experiment: str | None, tag: str | None,

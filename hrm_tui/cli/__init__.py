@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
 import typer
@@ -71,6 +70,12 @@ class PlainHelp:
         pieces = super().collect_usage_pieces(ctx)
         return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
 
+    def parse_args(self, ctx, args):
+        from hrm_tui.cli.coercion import install
+
+        install(self.get_params(ctx))
+        return super().parse_args(ctx, args)
+
     def format_help(self, ctx, formatter) -> None:
         for param in self.get_params(ctx):
             if getattr(param, "is_flag", False):
@@ -92,12 +97,18 @@ def command_holder() -> typer.Typer:
                        pretty_exceptions_enable=False)
 
 
-@dataclass
 class CliState:
-    """What the root callback hands to every command through ``ctx.obj``."""
+    """What the root callback hands to every command through ``ctx.obj`` (a plain class: a
+    dataclass costs a millisecond of start-up to generate)."""
 
-    db: Optional[str] = None
-    verbose: bool = False
+    __slots__ = ("db", "verbose")
+
+    def __init__(self, db: Optional[str] = None, verbose: bool = False) -> None:
+        self.db = db
+        self.verbose = verbose
+
+    def __repr__(self) -> str:
+        return f"CliState(db={self.db!r}, verbose={self.verbose!r})"
 
 
 def load_command(name: str, spec: tuple[str, str, str]) -> Any:

@@ -63,15 +63,31 @@ def err_console() -> "Console":
     return Console(stderr=True)
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+def print_json(data: Any, *, expand: int = 2) -> None:
+    """JSON on stdout, its outer ``expand`` levels one item per line (``hrm ls --json``: one run a line).
+
+    Inner values are written compactly by the C encoder: ``indent=`` would take the pure-Python
+    encoder, five times slower on a listing.
+    """
+    sys.stdout.write(_readable_json(data, expand, "") + "\n")
+
+
+def _readable_json(value: Any, expand: int, pad: str) -> str:
+    if expand <= 0 or not isinstance(value, (dict, list)) or not value:
+        return json.dumps(value, default=str)
+    inner = pad + "  "
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(str(k))}: {_readable_json(v, expand - 1, inner)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    items = [inner + _readable_json(v, expand - 1, inner) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + pad + "]"
 
 
 def ensure_scheduler(db, start: bool, *, quiet: bool) -> None:
     """Start a background scheduler when none is alive (or say how to start one)."""
     from core import api
 
-    if api.scheduler_alive(db):
+    if api.scheduler_alive(db, name=api.local_scheduler_name()):
         return
     if start:
         pid = api.start_background_scheduler(db)

@@ -122,7 +122,7 @@ def show(ctx: typer.Context, run_id: RunIdArgument, json_out: JsonOption = False
                 from core.errors import UserError
 
                 raise UserError(f"run {run_id} does not exist in {_label(ctx, db)}", 1)
-            print_json({"schema": "hrm.run/v1", "run": record})
+            print_json({"schema": "hrm.run/v1", "run": record}, expand=3)
             return
     from core import api
     from core.registry import RunStatus, store
@@ -135,7 +135,7 @@ def show(ctx: typer.Context, run_id: RunIdArgument, json_out: JsonOption = False
     if json_out:
         record["metrics"] = rows
         record["tables"] = tables
-        print_json({"schema": "hrm.run/v1", "run": record})
+        print_json({"schema": "hrm.run/v1", "run": record}, expand=3)
         return
     from hrm_tui import render
 
@@ -166,37 +166,32 @@ def logs(
 ) -> None:
     """The run's log: worker output (stdout/stderr) followed live with -f."""
     from core import api
-    from core.paths import worker_log
-    from core.registry import RunStatus, store
+    from core.registry import store
 
     database = registry(ctx, db)
     api.require_run(database, run_id)
-    path = worker_log(database.url, run_id)
-    offset = 0
-    while True:
-        if path.exists():
-            with path.open("rb") as f:
-                f.seek(offset)
-                chunk = f.read()
-                offset += len(chunk)
-            sys.stdout.write(chunk.decode("utf-8", "replace"))
-            sys.stdout.flush()
-        run = store.get_run(database, run_id)
-        if not follow or RunStatus(run.status).is_terminal:
-            break
-        time.sleep(0.3)
+    # The local worker.log, or on another host the output the worker shipped into the registry.
+    for text in api.tail_worker_log(database, run_id, follow=follow):
+        sys.stdout.write(text)
+        sys.stdout.flush()
     if not follow:
         for line in store.logs(database, run_id):
             console().print(f"[dim]{time.strftime('%H:%M:%S', time.localtime(line['ts']))} {line['source']}:[/dim] "
                             f"{line['message']}", highlight=False)
 
 
-def cancel(ctx: typer.Context, run_id: RunIdArgument, db: DbOption = None) -> None:
+def cancel(
+    ctx: typer.Context,
+    run_id: RunIdArgument,
+    force: Annotated[bool, typer.Option(
+        "--force", help="end it now whatever its worker's state (an orphan of a gone host, a stuck worker)")] = False,
+    db: DbOption = None,
+) -> None:
     """Cancel a run (graceful SIGTERM, then SIGKILL after a grace period)."""
     from core import api
     from core.registry import RunStatus
 
-    run = api.cancel(registry(ctx, db), run_id)
+    run = api.cancel(registry(ctx, db), run_id, force=force)
     word = "cancelled" if run.status == RunStatus.CANCELLED.value else "cancel requested"
     console().print(f"run {run_id}: {word}")
 
