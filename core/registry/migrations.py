@@ -1,14 +1,14 @@
 """Ordered schema migrations, so that a newer hrm opens an older ``runs.db``.
 
-``MIGRATIONS[v]`` upgrades a registry from schema ``v - 1`` to ``v``. Each step runs in its
-own transaction and records the new version, so an interrupted upgrade resumes cleanly.
+``MIGRATIONS[v]`` upgrades a registry from schema ``v - 1`` to ``v``. All steps run in one
+transaction under the registry's lock, and each records the new version.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, inspect, text
 
 
 def _v2_tags_and_retries(conn: Connection) -> None:
@@ -56,11 +56,13 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
 }
 
 
-def upgrade(engine: Engine, from_version: int, to_version: int) -> None:
-    """Apply every migration after ``from_version`` up to ``to_version``."""
+def upgrade(conn: Connection, from_version: int, to_version: int) -> None:
+    """Apply every migration after ``from_version`` up to ``to_version`` inside the caller's transaction.
+
+    The caller (:func:`core.registry.db.open_database`) holds the registry's create/migrate lock, so
+    concurrent openers wait and then find the registry current: it is migrated exactly once, and an
+    interrupted upgrade rolls back as a whole (SQLite and PostgreSQL both have transactional DDL).
+    """
     for version in range(from_version + 1, to_version + 1):
-        with engine.begin() as conn:
-            MIGRATIONS[version](conn)
-            conn.execute(
-                text("UPDATE hrm_meta SET value = :v WHERE key = 'schema_version'"), {"v": str(version)}
-            )
+        MIGRATIONS[version](conn)
+        conn.execute(text("UPDATE hrm_meta SET value = :v WHERE key = 'schema_version'"), {"v": str(version)})
