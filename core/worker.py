@@ -1,32 +1,45 @@
-"""The worker: ``python -m core.worker --db URL RUN_ID`` runs one experiment in its own process.
+"""The worker: ``python -P -m core.worker RUN_ID`` runs one experiment in its own process.
 
-It marks the run ``running`` (with parameter counts, device, versions, git commit and seed),
-streams the experiment's events into the registry as they happen, and writes the final status
-itself: ``completed``, ``failed`` (with the error and traceback) or ``cancelled`` on SIGTERM.
-Anything the experiment prints goes to the run's ``worker.log`` (the scheduler redirects
-stdout and stderr there), so stray output can never corrupt the recorded events.
+The registry URL comes from ``$HRM_DB_URL`` (``--db`` also works, but puts it where ``ps`` shows it).
+The worker marks the run ``running`` first, through the standard library's driver and before any
+heavy import (the first event lands within milliseconds of the launch), then records parameter
+counts, device, versions, git commit and seed, streams the experiment's events into the registry
+as they happen (spooled to the run folder through registry outages, see
+:mod:`core.registry.emitter`), and writes the final status itself: ``completed``, ``failed`` (with
+the error and traceback) or ``cancelled`` on SIGTERM.
+
+A background thread beats (``run.heartbeat_at``, every ``$HRM_HEARTBEAT_INTERVAL`` seconds) and
+ships the worker's output (its stdout/stderr file, ``worker.log``) into the registry, so that logs
+and liveness are visible from any host. When its heartbeat finds the run no longer its own (marked
+``lost`` or force-cancelled meanwhile), the worker exits at once.
+
+Keep this module's top-level imports to the standard library: they are on the critical path of
+``hrm run`` → first event.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import json
 import os
-import platform
 import signal
 import socket
-import subprocess
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from core.experiments import get_experiment
-from core.registry import RunStatus, open_database, store
-from core.registry.emitter import RegistryEmitter
+EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED, EXIT_NOT_STARTED, EXIT_FENCED, EXIT_UNREACHABLE = 0, 1, 3, 4, 5, 6
+DB_URL_ENV = "HRM_DB_URL"
+HEARTBEAT_ENV = "HRM_HEARTBEAT_INTERVAL"
+DEFAULT_HEARTBEAT_S = 5.0
+OUTAGE_DEADLINE_ENV = "HRM_OUTAGE_DEADLINE"
+DEFAULT_OUTAGE_DEADLINE_S = 600.0
+"""How long a finished worker keeps retrying to deliver its spooled events and final status."""
+SHIP_EVERY_S = 1.0
 
-EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED, EXIT_NOT_STARTED = 0, 1, 3, 4
+_ACTIVE = ("queued", "starting", "running")
 
 
 class Cancelled(BaseException):
@@ -38,31 +51,107 @@ def _on_sigterm(signum, frame) -> None:
     raise Cancelled()
 
 
+def _env_float(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+# --- the first event, before heavy imports ---------------------------------------------------
+
+def _sqlite_file(url: str) -> str | None:
+    """The file of a plain ``sqlite:///path`` URL (None for anything with options or in memory)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or "?" in url:
+        return None
+    path = url[len(prefix):]
+    return path if path and path != ":memory:" else None
+
+
+def quick_start(url: str, run_id: int, pid: int, host: str) -> str | None:
+    """Mark the run ``running`` with the stdlib driver: ``running``, ``refused`` (cancelled or ended
+    before it started), ``missing``, or None when this URL needs the full path (then nothing was written)."""
+    path = _sqlite_file(url)
+    if path is None or not os.path.exists(path):
+        return None
+    import sqlite3
+
+    now = time.time()
+    try:
+        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            changed = conn.execute(
+                "UPDATE run SET status = 'running', pid = ?, host = ?, started_at = ?, updated_at = ?, heartbeat_at = ?, "
+                "info_json = '{}' "
+                "WHERE id = ? AND status IN (?, ?, ?) AND NOT cancel_requested",
+                (pid, host, now, now, now, run_id, *_ACTIVE)).rowcount
+            exists = changed or conn.execute("SELECT 1 FROM run WHERE id = ?", (run_id,)).fetchone() is not None
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error:
+        return None  # an old schema, a locked file: the full path says what is wrong
+    finally:
+        conn.close()
+    if changed == 1:
+        return "running"
+    return "refused" if exists else "missing"
+
+
+# --- what a result needs to be trusted later --------------------------------------------------
+
+def git_commit() -> str | None:
+    """The project's git commit read from ``.git`` (no subprocess on the critical path), ``+dirty``
+    when tracked files differ (one ``git diff-index``, after the run has started)."""
+    root = Path(__file__).resolve().parent.parent
+    git = root / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            ref_file = git / ref
+            if ref_file.exists():
+                sha = ref_file.read_text().strip()
+            else:
+                packed = (git / "packed-refs").read_text().splitlines()
+                sha = next((line.split()[0] for line in packed if line.endswith(" " + ref)), "")
+        else:
+            sha = head
+    except OSError:
+        return None
+    if not sha:
+        return None
+    import subprocess
+
+    try:
+        dirty = subprocess.run(["git", "-C", str(root), "diff-index", "--quiet", "HEAD", "--"],
+                               capture_output=True, timeout=5).returncode == 1
+    except (OSError, subprocess.SubprocessError):
+        dirty = False
+    return sha + ("+dirty" if dirty else "")
+
+
 def _version(package: str) -> str | None:
+    import importlib.metadata
+
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
 
 
-def git_commit() -> str | None:
-    """The project's git commit (with ``+dirty`` for local changes), or None outside a checkout."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"],
-                              capture_output=True, text=True, timeout=5)
-        sha = head.stdout.strip()
-        if head.returncode != 0 or not sha:
-            return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def run_info(config: Any) -> dict[str, Any]:
-    """What a result needs to be trusted later: where, with what, from which code."""
+    """Where, with what, from which code."""
+    import platform
+
     return {
         "host": socket.gethostname(),
         "python": platform.python_version(),
@@ -76,21 +165,120 @@ def run_info(config: Any) -> dict[str, Any]:
     }
 
 
+# --- heartbeat and output, from a thread ------------------------------------------------------
+
+def _output_file() -> Path | None:
+    """The regular file this process's stdout goes to (the run's ``worker.log``), if any."""
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(1).st_mode):
+            return None
+        return Path(os.readlink("/proc/self/fd/1"))
+    except OSError:
+        return None
+
+
+class Background(threading.Thread):
+    """Beats every ``interval`` seconds and ships new output every second; never raises."""
+
+    def __init__(self, db, run_id: int, *, pid: int, host: str, interval: float, output: Path | None) -> None:
+        super().__init__(name="hrm-heartbeat", daemon=True)
+        self.db, self.run_id, self.pid, self.host = db, run_id, pid, host
+        self.interval = interval
+        self.output = output
+        self.finishing = False
+        self._halt = threading.Event()
+        self._shipped_to = -1
+        self._complained = 0.0
+
+    def run(self) -> None:
+        next_beat = time.monotonic() + self.interval
+        while not self._halt.wait(min(SHIP_EVERY_S, self.interval)):
+            try:
+                self.ship()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.interval
+                    self.beat()
+            except Exception as exc:  # noqa: BLE001 - a thread that dies would stop the heartbeat silently
+                self._complain(exc)
+
+    def beat(self) -> None:
+        from core.registry import leases
+
+        if leases.beat_worker(self.db, self.run_id, pid=self.pid, host=self.host) or self.finishing:
+            return
+        from core.registry import store
+
+        run = store.get_run(self.db, self.run_id)
+        status = getattr(run, "status", "gone")
+        why = f": {run.error}" if run is not None and run.error else ""
+        print(f"hrm worker: run {self.run_id} is {status} in the registry{why}; this worker was given up, exiting",
+              file=sys.stderr, flush=True)
+        os._exit(EXIT_FENCED)
+
+    def ship(self, *, final: bool = False) -> None:
+        if self.output is None:
+            return
+        try:
+            size = self.output.stat().st_size
+        except OSError:
+            return
+        if size == self._shipped_to and not final:
+            return
+        from core.registry import output
+
+        output.ship_file(self.db, self.run_id, self.output, final=final)
+        self._shipped_to = size
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+
+    def _complain(self, exc: BaseException) -> None:
+        if time.monotonic() - self._complained > 30:
+            self._complained = time.monotonic()
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"hrm worker: heartbeat/output write failed, retrying: {line}", file=sys.stderr, flush=True)
+
+
+# --- the run ----------------------------------------------------------------------------------
+
 def execute(db_url: str, run_id: int) -> int:
     """Run ``run_id`` to its end; returns the process exit code."""
+    pid, host = os.getpid(), socket.gethostname()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    started = quick_start(db_url, run_id, pid, host)
+
+    from core.experiments import get_experiment
+    from core.paths import run_dir
+    from core.registry import RunStatus, open_database, store
+    from core.registry.emitter import SPOOL_NAME, RegistryEmitter, replay_spool
+
     db = open_database(db_url, create=False)
     run = store.get_run(db, run_id)
-    if run is None:
-        print(f"worker: run {run_id} not found in {db_url}", file=sys.stderr)
+    if run is None or started == "missing":
+        print(f"worker: run {run_id} not found in {db.safe_url if hasattr(db, 'safe_url') else 'the registry'}",
+              file=sys.stderr)
         return EXIT_NOT_STARTED
-    experiment = get_experiment(run.experiment)
-    config = experiment.make_config(**json.loads(run.config_json))
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    if not store.mark_running(db, run_id, pid=os.getpid(), host=socket.gethostname(), info=run_info(config)):
+    if started is None:
+        started = "running" if store.mark_running(db, run_id, pid=pid, host=host, info={}) else "refused"
+    if started == "refused":
         store.finish_run(db, run_id, RunStatus.CANCELLED, error="cancelled before it started")
         return EXIT_CANCELLED
-    emit = RegistryEmitter(db, run_id)
+
+    spool = run_dir(db, run_id) / SPOOL_NAME
+    if spool.exists():  # a previous attempt's undelivered events come first
+        replay_spool(db, run_id, spool)
+    emit = RegistryEmitter(db, run_id, spool_path=spool)
+    background = Background(db, run_id, pid=pid, host=host, interval=_env_float(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S),
+                            output=_output_file())
+    background.start()
+    status, error, stderr_tail, code = RunStatus.COMPLETED, None, None, EXIT_COMPLETED
     try:
+        experiment = get_experiment(run.experiment)
+        config = experiment.make_config(**dict(run.config))
+        emit.info(**run_info(config))
         from core.resume import attach_checkpoints  # checkpoints; a resumed attempt continues from the newest
 
         attach_checkpoints(db, run, emit, previous_info=run.info_json)
@@ -98,25 +286,51 @@ def execute(db_url: str, run_id: int) -> int:
     except Cancelled:
         current = store.get_run(db, run_id)
         requested = current is None or current.cancel_requested
-        store.add_log(db, run_id, "cancelled (SIGTERM)" if requested else "SIGTERM not requested through hrm: preempted")
-        store.finish_run(db, run_id, RunStatus.CANCELLED,
-                         error="cancelled by request" if requested else "preempted (SIGTERM from outside hrm)")
-        return EXIT_CANCELLED
+        emit.log("cancelled (SIGTERM)" if requested else "SIGTERM not requested through hrm: preempted")
+        status, error, code = (RunStatus.CANCELLED, "cancelled by request" if requested
+                               else "preempted (SIGTERM from outside hrm)", EXIT_CANCELLED)
     except Exception as exc:  # noqa: BLE001 - any experiment error ends the run as failed
         trace = traceback.format_exc()
-        print(trace, file=sys.stderr)
-        store.finish_run(db, run_id, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}", stderr_tail=trace[-4000:])
-        return EXIT_FAILED
-    store.finish_run(db, run_id, RunStatus.COMPLETED)
-    return EXIT_COMPLETED
+        print(trace, file=sys.stderr, flush=True)
+        status, error, stderr_tail, code = RunStatus.FAILED, f"{type(exc).__name__}: {exc}", trace[-4000:], EXIT_FAILED
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    background.finishing = True
+    try:
+        background.ship()  # the output (a traceback) lands before the status a follower stops at
+    except Exception as exc:  # noqa: BLE001 - shipped again below, or by the scheduler
+        background._complain(exc)
+    emit.finish(status, error=error, stderr_tail=stderr_tail)
+    deadline = time.monotonic() + _env_float(OUTAGE_DEADLINE_ENV, DEFAULT_OUTAGE_DEADLINE_S)
+    while emit.pending and time.monotonic() < deadline:
+        time.sleep(min(emit.backoff.delay or 0.25, max(0.0, deadline - time.monotonic())))
+        emit.flush(force=True)
+    if emit.pending:
+        print(f"hrm worker: the registry stayed unreachable ({emit.outage_error}); the final status "
+              f"({status.value}) and {emit.spooled} events are in {spool}, replayed when the scheduler can",
+              file=sys.stderr, flush=True)
+        code = EXIT_UNREACHABLE
+    background.stop()
+    try:
+        background.ship(final=True)
+    except Exception as exc:  # noqa: BLE001 - the scheduler ships what is left after the exit
+        background._complain(exc)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.worker", description=__doc__.splitlines()[0])
     parser.add_argument("run_id", type=int)
-    parser.add_argument("--db", required=True, help="registry URL or path")
+    parser.add_argument("--db", default=None, help=f"registry URL or path (default: ${DB_URL_ENV})")
     args = parser.parse_args(argv)
-    return execute(args.db, args.run_id)
+    url = args.db or os.environ.get(DB_URL_ENV)
+    if not url:
+        parser.error(f"no registry: set {DB_URL_ENV} or pass --db")
+    if "://" not in url:
+        url = "sqlite:///" + os.path.abspath(url)
+    try:
+        return execute(url, args.run_id)
+    except Cancelled:
+        return EXIT_CANCELLED
 
 
 if __name__ == "__main__":

@@ -56,6 +56,17 @@ class Run(SQLModel, table=True):
     note: str | None = None
     imported_from: str | None = None
     """``mlflow:<tracking uri>#<mlflow run id>`` for an imported, read-only record (never retried)."""
+    # Placement and liveness across hosts (core.scheduler, core.worker).
+    target_host: str | None = None
+    """Pinned to the scheduler of this name (``hrm run --host H``); None takes any host."""
+    scheduler_name: str | None = None
+    """The scheduler (lease name) that claimed the run: it adopts the worker after a restart."""
+    heartbeat_at: float | None = None
+    """Written by the worker every few seconds; stale means the worker is gone or stopped."""
+    event_seq: int = 0
+    """The last event sequence number applied: a spooled event replayed twice is applied once."""
+    output_bytes: int = 0
+    """Bytes of worker output shipped into ``workeroutput`` so far (the shipper's resume offset)."""
     # Attempts, checkpoints, retries and notifications (core.resume, core.checkpoint, core.notify).
     attempt: int = 1
     """1 for the first execution; ``hrm resume`` and automatic retries requeue with ``attempt + 1``."""
@@ -163,6 +174,39 @@ class SchedulerHeartbeat(SQLModel, table=True):
     started_at: float
     beat_at: float
     slots: str = ""
+
+
+class SchedulerLease(SQLModel, table=True):
+    """One row per scheduler name (a host): whoever holds a fresh lease may claim runs for it.
+
+    ``epoch`` grows with every acquisition, so a scheduler that was paused past its lease and
+    then resumes finds its epoch superseded (fencing) and stops launching.
+    """
+
+    name: str = Field(primary_key=True)
+    epoch: int = 0
+    host: str = ""
+    pid: int = 0
+    started_at: float = 0.0
+    beat_at: float = 0.0
+    slots: str = ""
+
+
+class WorkerOutput(SQLModel, table=True):
+    """A chunk of a worker's stdout/stderr, so that logs are readable from any host.
+
+    ``offset`` is the chunk's byte position in the worker's output; the oldest chunks of a run
+    are dropped past a size bound (the tail is kept).
+    """
+
+    __table_args__ = (Index("ix_workeroutput_run_id_id", "run_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id")
+    offset: int = 0
+    size: int = 0
+    ts: float = 0.0
+    text: str = ""
 
 
 class Meta(SQLModel, table=True):

@@ -1,30 +1,48 @@
-"""``python -m core.scheduler --db URL``: the scheduler without the CLI (what ``hrm run`` spawns)."""
+"""``python -m core.scheduler``: the scheduler without the CLI (what ``hrm run`` spawns).
+
+The registry URL comes from ``$HRM_DB_URL`` (``--db`` also works, visible in ``ps``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from core.registry import RegistryError, open_database
-from core.scheduler import Scheduler, SchedulerAlreadyRunning, Slots, detect_gpus
+from core.scheduler import Scheduler, SchedulerAlreadyRunning, Slots
+from core.scheduler.loop import HEARTBEAT_STALE_AFTER, WORKER_STALE_AFTER
+from core.scheduler.spawn import DB_URL_ENV
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.scheduler")
-    parser.add_argument("--db", required=True)
+    parser.add_argument("--db", default=None, help=f"registry URL or path (default: ${DB_URL_ENV})")
+    parser.add_argument("--name", default=None, help="scheduler (host) name; default: this host's name")
     parser.add_argument("--gpus", default=None, help="comma-separated GPU indices (default: all visible)")
     parser.add_argument("--max-parallel", type=int, default=None)
     parser.add_argument("--pack", type=int, default=1)
+    parser.add_argument("--stale-after", type=float, default=WORKER_STALE_AFTER,
+                        help="seconds without a worker heartbeat before its run is lost")
+    parser.add_argument("--lease-after", type=float, default=HEARTBEAT_STALE_AFTER,
+                        help="seconds without renewing its lease after which this scheduler counts as gone")
     parser.add_argument("--once", action="store_true")
     parser.add_argument("--idle-exit", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    gpus = tuple(g for g in args.gpus.split(",") if g) if args.gpus is not None else detect_gpus()
-    max_parallel = args.max_parallel or (len(gpus) * args.pack if gpus else 1)
+    url = args.db or os.environ.get(DB_URL_ENV)
+    if not url:
+        parser.error(f"no registry: set {DB_URL_ENV} or pass --db")
     try:
-        db = open_database(args.db, create=True)
-        Scheduler(db, Slots(gpus, args.pack, max_parallel), once=args.once, idle_exit=args.idle_exit).run()
+        slots = Slots.from_options(args.gpus, pack=args.pack, max_parallel=args.max_parallel)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        db = open_database(url, create=True)
+        Scheduler(db, slots, name=args.name, stale_after=args.stale_after, lease_after=args.lease_after, once=args.once,
+                  idle_exit=args.idle_exit).run()
     except (RegistryError, SchedulerAlreadyRunning) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

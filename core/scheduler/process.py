@@ -1,17 +1,14 @@
-"""Launching and watching worker processes (and recognising orphans after a restart)."""
+"""Watching worker processes (and recognising orphans after a restart); starting them is :mod:`.spawn`'s."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.paths import worker_log
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+from core.scheduler.spawn import PROJECT_ROOT  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -25,6 +22,8 @@ class WorkerHandle:
     term_sent_at: float | None = None
     killed: bool = False
     log_path: Path | None = field(default=None)
+    external_id: str | None = None
+    """The engine's own id of the job (a Slurm job id); None for local subprocesses."""
 
     def exit_code(self) -> int | None:
         """The exit code once the process ended, else None. Adopted workers report -1 when gone."""
@@ -41,23 +40,6 @@ class WorkerHandle:
                 os.kill(self.pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-
-
-def launch_worker(db_url: str, run_id: int, slot: str) -> WorkerHandle:
-    """Start ``python -m core.worker`` for a claimed run, pinned to ``slot`` through CUDA_VISIBLE_DEVICES."""
-    log_path = worker_log(db_url, run_id)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["CUDA_VISIBLE_DEVICES"] = "" if slot == "cpu" else slot
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "core.worker", "--db", db_url, str(run_id)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=env, cwd=os.getcwd(), start_new_session=True,
-        )
-    return WorkerHandle(run_id=run_id, pid=proc.pid, slot=slot, proc=proc, log_path=log_path)
 
 
 def pid_alive(pid: int) -> bool:
