@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,12 +19,12 @@ from pydantic import ValidationError
 from core.errors import UserError
 from core.experiments import UnknownExperiment, catalog, get_experiment
 from core.experiments.schema import describe
-from core.paths import scheduler_log, worker_log
-from core.registry import Database, RegistryError, open_database, store
+from core.paths import worker_log
+from core.registry import Database, RegistryError, RunStatus, open_database, store
 from core.registry.db import sqlite_path
 from core.registry.view import RUNS_JSON_SCHEMA, RunView
 from core.scheduler.loop import HEARTBEAT_STALE_AFTER
-from core.scheduler.process import PROJECT_ROOT, is_worker_of
+from core.scheduler.process import is_worker_of
 
 Run = RunView
 """The run entity every front end reads (:class:`core.registry.view.RunView`)."""
@@ -100,42 +98,60 @@ def validate_config(experiment: str, values: Mapping[str, Any]):
 
 
 def submit(db: Database, experiment: str, values: Mapping[str, Any], *, tags: Sequence[str] = (),
-           priority: int = 0, retry_of: int | None = None) -> Run:
-    """Validate and queue a run; nothing is written when validation fails."""
+           priority: int = 0, retry_of: int | None = None, host: str | None = None) -> Run:
+    """Validate and queue a run; nothing is written when validation fails.
+
+    ``host`` pins the run to the scheduler of that name (``hrm run --host H``); None: any host.
+    """
     config = validate_config(experiment, values)
+    if host is not None and not host.strip():
+        raise UserError("--host: a scheduler name cannot be empty", 2)
     exp = get_experiment(experiment)
     return store.create_run(db, experiment, config.model_dump(mode="json"), tags=tags, priority=priority,
-                            retry_of=retry_of, headline_key=exp.headline)
+                            retry_of=retry_of, headline_key=exp.headline, target_host=host)
 
 
 # --- scheduler ------------------------------------------------------------------------------
 
-def scheduler_alive(db: Database) -> bool:
-    return bool(store.live_schedulers(db, stale_after=HEARTBEAT_STALE_AFTER))
+def local_scheduler_name() -> str:
+    """The name this host's scheduler registers under (its host name)."""
+    import socket
+
+    return socket.gethostname()
+
+
+def scheduler_alive(db: Database, *, name: str | None = None) -> bool:
+    """Is a scheduler alive (``name``: the one of that name, e.g. :func:`local_scheduler_name`)?"""
+    return bool(store.live_schedulers(db, stale_after=HEARTBEAT_STALE_AFTER, name=name))
 
 
 def start_background_scheduler(db: Database, *, idle_exit: float = 300.0) -> int:
-    """Spawn ``python -m core.scheduler`` detached from this terminal; returns its pid.
+    """Spawn this host's scheduler (``python -m core.scheduler``) detached from this terminal; returns its pid.
 
-    It exits by itself after ``idle_exit`` seconds with nothing queued or running.
+    It exits by itself after ``idle_exit`` seconds with nothing queued or running. The registry URL
+    reaches it through the environment, never its command line (see :mod:`core.scheduler.spawn`).
     """
-    log_path = scheduler_log(db.url)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "core.scheduler", "--db", db.url, "--idle-exit", str(idle_exit)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
+    from core.paths import open_scheduler_log
+    from core.scheduler.spawn import spawn
+
+    with open_scheduler_log(db) as log:
+        proc = spawn("core.scheduler", ["--idle-exit", str(idle_exit)], db_url=db.url, log=log)
     return proc.pid
 
 
 def ensure_scheduler(db: Database) -> int | None:
-    """Start a background scheduler unless one is alive; returns the new pid or None."""
-    if scheduler_alive(db):
+    """Start this host's background scheduler unless it is alive; returns the new pid or None."""
+    if scheduler_alive(db, name=local_scheduler_name()):
         return None
     return start_background_scheduler(db)
+
+
+def worker_output_since(db: Database, run_id: int, after_id: int = 0) -> list[dict[str, Any]]:
+    """Chunks of a worker's stdout/stderr shipped into the registry (readable from any host), after ``after_id``."""
+    from core.registry import output
+
+    require_run(db, run_id)
+    return output.output_since(db, run_id, after_id=after_id)
 
 
 # --- reading runs -----------------------------------------------------------------------------
@@ -238,14 +254,22 @@ def read_worker_log(db: Database, run_id: int, offset: int | None = 0) -> LogChu
     path = worker_log(db.url, run_id)
     try:
         size = path.stat().st_size
-    except OSError:
+    except OSError:  # not on this host: the output the worker shipped into the registry
+        from core.registry import output
+
+        start, data = output.read_from(db, run_id, offset, tail_bytes=LOG_TAIL_BYTES)
+        size = start + len(data)
+        if offset is not None and start > offset:
+            offset = start  # the oldest chunks were dropped (bounded per run): go on from the oldest kept
+    else:
+        start = max(0, size - LOG_TAIL_BYTES) if offset is None else offset
+        if size <= start:
+            return None
+        with path.open("rb") as f:
+            f.seek(start)
+            data = f.read(size - start)
+    if not data:
         return None
-    start = max(0, size - LOG_TAIL_BYTES) if offset is None else offset
-    if size <= start:
-        return None
-    with path.open("rb") as f:
-        f.seek(start)
-        data = f.read(size - start)
     if offset is None and start > 0:
         data = data[data.find(b"\n") + 1 :]  # drop the partial first line of a tail
         start = size - len(data)
@@ -272,16 +296,33 @@ def tail_worker_log(db: Database, run_id: int, *, follow: bool = False, poll: fl
 
 # --- actions ----------------------------------------------------------------------------------
 
-def cancel(db: Database, run_id: int) -> Run:
-    """Cancel a run: queued → cancelled now; active → the scheduler sends SIGTERM then SIGKILL.
+def cancel(db: Database, run_id: int, *, force: bool = False) -> Run:
+    """Cancel a run: queued → cancelled now; active → its scheduler sends SIGTERM then SIGKILL.
 
-    With no live scheduler on this host, the worker is signalled directly.
+    With no live scheduler for the run on this host, the worker is signalled directly. ``force``
+    ends an active run at once whatever its worker's state (an orphan of a gone host, a stuck
+    worker): a local worker is killed, the run is marked ``cancelled``, and a remote worker that
+    is still alive gives up at its next heartbeat.
     """
     run = require_run(db, run_id)
     if run.status.is_terminal:
         raise UserError(run.why_not_cancellable() or "", 1)
     run = store.request_cancel(db, run_id)
-    if run.status.is_active and not scheduler_alive(db) and run.pid and is_worker_of(run.pid, run_id):
+    if not run.status.is_active:
+        return run
+    local = run.pid and run.host == local_scheduler_name() and is_worker_of(run.pid, run_id)
+    if force:
+        if local:
+            try:
+                os.killpg(run.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        where = f"pid {run.pid} on {run.host}" if run.pid else "no worker yet"
+        store.finish_run(db, run_id, RunStatus.CANCELLED, error=f"cancelled by force ({where})")
+        store.add_log(db, run_id, f"cancelled by force ({where})", source="user")
+        return require_run(db, run_id)
+    owner = getattr(run, "scheduler_name", None) or local_scheduler_name()
+    if local and not scheduler_alive(db, name=owner):
         os.killpg(run.pid, signal.SIGTERM)
     return run
 
@@ -327,60 +368,52 @@ def follow(db: Database, run_id: int, *, poll: float = 0.25) -> Iterator[FollowU
         time.sleep(poll)
 
 
-def wait(db: Database, run_id: int, *, poll: float = 0.5, timeout: float | None = None) -> Run:
-    """Block until the run ends (or ``timeout``); returns the run."""
+def nobody_to_run(db: Database, run: Run) -> str | None:
+    """Why no scheduler can move ``run`` on (one line), or None while one can.
+
+    A queued run needs a live scheduler (the one it is pinned to, if any); an active one needs its
+    worker beating or a live scheduler to settle it (a stale worker is marked lost by any scheduler).
+    """
+    if run.status.is_terminal:
+        return None
+    pinned = getattr(run, "target_host", None)
+    if run.status == RunStatus.QUEUED:
+        if scheduler_alive(db, name=pinned):
+            return None
+        who = f"scheduler {pinned!r}" if pinned else "scheduler"
+        return f"run {run.id} is queued but no {who} is alive (it exited or was killed): start one with `hrm scheduler`"
+    if scheduler_alive(db):
+        return None
+    from core.scheduler.loop import WORKER_STALE_AFTER
+
+    beat = getattr(run, "heartbeat_at", None) or run.started_at or run.updated_at
+    if beat is not None and time.time() - beat <= WORKER_STALE_AFTER:
+        return None
+    return (f"run {run.id} is {run.status} but its worker stopped beating and no scheduler is alive to settle it: "
+            f"start one with `hrm scheduler`, or `hrm cancel --force {run.id}`")
+
+
+def wait(db: Database, run_id: int, *, poll: float = 0.5, timeout: float | None = None,
+         dead_after: float = HEARTBEAT_STALE_AFTER) -> Run:
+    """Block until the run ends (or ``timeout``); returns the run.
+
+    Raises :class:`UserError` when no scheduler can move it on for ``dead_after`` seconds (the
+    background scheduler died): waiting would never end.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
+    stuck_since: float | None = None
     while True:
         run = require_run(db, run_id)
         if run.status.is_terminal or (deadline and time.monotonic() > deadline):
             return run
+        why = nobody_to_run(db, run)
+        if why is None:
+            stuck_since = None
+        elif stuck_since is None:
+            stuck_since = time.monotonic()
+        elif time.monotonic() - stuck_since >= dead_after:
+            raise UserError(why, 1)
         time.sleep(poll)
-
-
-# --- resume, retries, notifications, disk (core.resume, core.run_gc) -------------------------------
-
-def resume(db: Database, run_id: int) -> Run:
-    """Queue a failed, lost or cancelled run again under its id (``attempt + 1``), from its newest checkpoint."""
-    from core.resume import resume as _resume
-
-    return _resume(db, run_id)
-
-
-def check_run_policy(*, max_retries: int | None = None, on_finish: str | None = None, webhook: str | None = None) -> None:
-    """Validate ``--retries/--on-finish/--webhook`` before anything is written (UserError, exit 2)."""
-    from core.resume import check_policy
-
-    check_policy(max_retries=max_retries, on_finish=on_finish, webhook=webhook)
-
-
-def set_run_policy(db: Database, run_id: int, *, max_retries: int | None = None, on_finish: str | None = None,
-                   webhook: str | None = None) -> None:
-    """A run's own retry budget and run-end hooks (None keeps the scheduler's defaults)."""
-    from core.resume import set_run_policy as _set
-
-    _set(db, run_id, max_retries=max_retries, on_finish=on_finish, webhook=webhook)
-
-
-def attempts(db: Database, run_id: int) -> list[dict[str, Any]]:
-    """Every attempt of a run, oldest first (the last one is the current)."""
-    from core.registry.attempts import attempts as _attempts
-
-    return _attempts(db, run_id)
-
-
-def checkpoint(run: Run) -> dict[str, Any] | None:
-    """The run's newest checkpoint as recorded by its worker: {seq, stage, epoch, score, path, bytes, ...}."""
-    import json
-
-    raw = getattr(run, "checkpoint_json", None)
-    return json.loads(raw) if raw else None
-
-
-def gc(db: Database, *, dry_run: bool = False):
-    """Remove checkpoints completed runs no longer need and folders of deleted runs (a ``GcReport``)."""
-    from core.run_gc import collect
-
-    return collect(db, dry_run=dry_run)
 
 
 # --- annotations, search and analysis: hrm tag / note / --where, hrm_tui.analysis ---------------
@@ -439,7 +472,7 @@ def export_runs(db: Database, run_ids: Sequence[int], to: str, target: str) -> s
         from core.interop.tables import export_tables
 
         export_tables(db, run_ids, target, fmt=to)
-        return f"{len(run_ids)} run(s) written to {target}/runs.{to} and {target}/metrics.{to}"
+        return f"{len(run_ids)} run(s) written to {Path(target) / ('runs.' + to)} and {Path(target) / ('metrics.' + to)}"
     raise UserError(f"unknown export format {to!r} (tensorboard, mlflow, csv, parquet)", 2)
 
 
@@ -467,3 +500,49 @@ def latest_summaries(db: Database, run_ids: Sequence[int]) -> dict[int, list[dic
 def metric_rows(db: Database, run_ids: Sequence[int], *, kinds: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every metric row of the runs (run_id, kind, stage, epoch, layer, key, value, ts), run by run."""
     return store.metrics_of(db, run_ids, kinds=kinds)
+
+
+# --- resume, retries, notifications, disk (core.resume, core.run_gc) -------------------------------
+
+def resume(db: Database, run_id: int) -> Run:
+    """Queue a failed, lost or cancelled run again under its id (``attempt + 1``), from its newest checkpoint."""
+    from core.resume import resume as _resume
+
+    return _resume(db, run_id)
+
+
+def check_run_policy(*, max_retries: int | None = None, on_finish: str | None = None, webhook: str | None = None) -> None:
+    """Validate ``--retries/--on-finish/--webhook`` before anything is written (UserError, exit 2)."""
+    from core.resume import check_policy
+
+    check_policy(max_retries=max_retries, on_finish=on_finish, webhook=webhook)
+
+
+def set_run_policy(db: Database, run_id: int, *, max_retries: int | None = None, on_finish: str | None = None,
+                   webhook: str | None = None) -> None:
+    """A run's own retry budget and run-end hooks (None keeps the scheduler's defaults)."""
+    from core.resume import set_run_policy as _set
+
+    _set(db, run_id, max_retries=max_retries, on_finish=on_finish, webhook=webhook)
+
+
+def attempts(db: Database, run_id: int) -> list[dict[str, Any]]:
+    """Every attempt of a run, oldest first (the last one is the current)."""
+    from core.registry.attempts import attempts as _attempts
+
+    return _attempts(db, run_id)
+
+
+def checkpoint(run: Run) -> dict[str, Any] | None:
+    """The run's newest checkpoint as recorded by its worker: {seq, stage, epoch, score, path, bytes, ...}."""
+    import json
+
+    raw = getattr(run, "checkpoint_json", None)
+    return json.loads(raw) if raw else None
+
+
+def gc(db: Database, *, dry_run: bool = False):
+    """Remove checkpoints completed runs no longer need and folders of deleted runs (a ``GcReport``)."""
+    from core.run_gc import collect
+
+    return collect(db, dry_run=dry_run)

@@ -26,14 +26,14 @@ from core.registry.models import (
     ResultTable,
     Run,
     RunAttempt,
-
     RunStatus,
     RunTag,
     SchedulerHeartbeat,
+    WorkerOutput,
 )
+from core.registry.view import FALLBACK_KEY, RunView
 
 RUN = Run.__table__
-from core.registry.view import FALLBACK_KEY, RunView
 METRIC = Metric.__table__
 LATEST = LatestMetric.__table__
 TABLE = ResultTable.__table__
@@ -60,8 +60,9 @@ def create_run(
     priority: int = 0,
     retry_of: int | None = None,
     headline_key: str | None = None,
+    target_host: str | None = None,
 ) -> RunView:
-    """Queue a run (validated config in, ``queued`` row out)."""
+    """Queue a run (validated config in, ``queued`` row out); ``target_host`` pins it to that scheduler."""
     now = time.time()
     values = {
         "experiment": experiment,
@@ -75,8 +76,10 @@ def create_run(
         "headline_key": headline_key,
         "info_json": "{}",
     }
+    if target_host is not None:
+        values["target_host"] = target_host
     with db.write() as conn:
-        run_id = conn.execute(RUN.insert().values(**values)).inserted_primary_key[0]
+        run_id = _insert_run(conn, values)
         if tags:
             conn.execute(TAG.insert(), [{"run_id": run_id, "tag": t} for t in dict.fromkeys(tags)])
         row = conn.execute(select(RUN).where(RUN.c.id == run_id)).one()
@@ -281,21 +284,45 @@ def count_by_status(db: Database) -> dict[str, int]:
         return {status: n for status, n in rows}
 
 
-def claim_next(db: Database, *, host: str, gpu: str) -> RunView | None:
-    """Atomically move the best queued run to ``starting`` on ``gpu`` (litequeue's UPDATE…RETURNING)."""
+def _claimable(name: str | None):
+    """Queued runs a scheduler named ``name`` may take: unpinned ones and those pinned to it."""
+    query = RUN.c.status == RunStatus.QUEUED.value
+    if name is not None:
+        query = query & (RUN.c.target_host.is_(None) | (RUN.c.target_host == name))
+    return query
+
+
+def has_claimable(db: Database, *, name: str | None = None) -> bool:
+    """A cheap read: is there a queued run for this scheduler? (The idle poll never writes.)"""
+    with db.read() as conn:
+        return conn.execute(select(RUN.c.id).where(_claimable(name)).limit(1)).first() is not None
+
+
+def claim_next(db: Database, *, host: str, gpu: str, lease=None, stale_after: float = 10.0) -> RunView | None:
+    """Atomically move the best queued run to ``starting`` on ``gpu``; None when there is none.
+
+    One ``UPDATE … WHERE id = (best queued) … RETURNING`` (SQLite's write lock serialises it; on
+    PostgreSQL the subquery takes ``FOR UPDATE SKIP LOCKED``, so concurrent schedulers never get
+    the same run). With a ``lease`` (:class:`core.registry.leases.Lease`) the claim also requires it
+    to be the current, fresh holder (fencing) and takes only runs unpinned or pinned to its name.
+    """
+    name = lease.name if lease is not None else None
     next_id = (
         select(RUN.c.id)
-        .where(RUN.c.status == RunStatus.QUEUED.value)
+        .where(_claimable(name))
         .order_by(RUN.c.priority.desc(), RUN.c.id)
         .limit(1)
+        .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    stmt = (
-        update(RUN)
-        .where(RUN.c.id == next_id, RUN.c.status == RunStatus.QUEUED.value)
-        .values(status=RunStatus.STARTING.value, host=host, gpu=gpu, updated_at=time.time())
-        .returning(*RUN.c)
-    )
+    values = {"status": RunStatus.STARTING.value, "host": host, "gpu": gpu, "updated_at": time.time()}
+    stmt = update(RUN).where(RUN.c.id == next_id, _claimable(name))
+    if lease is not None:
+        from core.registry.leases import holds
+
+        stmt = stmt.where(holds(lease, stale_after))
+        values["scheduler_name"] = lease.name
+    stmt = stmt.values(**values).returning(*RUN.c)
     with db.write() as conn:
         row = conn.execute(stmt).first()
     return _run(row) if row else None
@@ -315,7 +342,7 @@ def mark_running(db: Database, run_id: int, *, pid: int, host: str, info: Mappin
             .where(RUN.c.id == run_id, RUN.c.status.in_((RunStatus.QUEUED.value, *ACTIVE)))
             .where(RUN.c.cancel_requested.is_(False))
             .values(status=RunStatus.RUNNING.value, pid=pid, host=host, started_at=now, updated_at=now,
-                    info_json=json.dumps(dict(info), default=str))
+                    heartbeat_at=now, info_json=json.dumps(dict(info), default=str))
         )
         return result.rowcount == 1
 
@@ -347,9 +374,16 @@ def finish_run(
 
 
 def attach_outcome(db: Database, run_id: int, *, exit_code: int | None, stderr_tail: str | None) -> None:
-    """Record the exit code and stderr tail of a run that already has its terminal status."""
+    """Record the exit code and stderr tail of a run that already has its terminal status.
+
+    Fills only what is missing: the worker's own record (its saved traceback) is never overwritten.
+    """
     with db.write() as conn:
-        conn.execute(update(RUN).where(RUN.c.id == run_id).values(exit_code=exit_code, stderr_tail=stderr_tail))
+        if exit_code is not None:
+            conn.execute(update(RUN).where(RUN.c.id == run_id, RUN.c.exit_code.is_(None)).values(exit_code=exit_code))
+        if stderr_tail:
+            conn.execute(update(RUN).where(RUN.c.id == run_id, RUN.c.stderr_tail.is_(None))
+                         .values(stderr_tail=stderr_tail))
 
 
 def request_cancel(db: Database, run_id: int) -> RunView | None:
@@ -370,10 +404,46 @@ def request_cancel(db: Database, run_id: int) -> RunView | None:
 
 
 def delete_run(db: Database, run_id: int) -> bool:
+    """Delete a run, its rows and its run folder. Its id is never handed out again (see ``_insert_run``)."""
     with db.write() as conn:
-        for table in (METRIC, LATEST, TABLE, LOG, TAG, RunAttempt.__table__):
+        if conn.dialect.name == "sqlite":
+            _raise_run_id_high_water(conn, conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM run").scalar())
+        for table in (METRIC, LATEST, TABLE, LOG, TAG, WorkerOutput.__table__, RunAttempt.__table__):
             conn.execute(delete(table).where(table.c.run_id == run_id))
-        return conn.execute(delete(RUN).where(RUN.c.id == run_id)).rowcount == 1
+        deleted = conn.execute(delete(RUN).where(RUN.c.id == run_id)).rowcount == 1
+    if deleted and db.shareable:
+        from core.paths import remove_run_dir
+
+        remove_run_dir(db, run_id)  # a later run must never find (and append to) this run's log
+    return deleted
+
+
+# SQLite hands out max(id)+1, so deleting the newest run would give its id (and anything that
+# remembered it: retry_of, --use, exported tables, its log folder) to the next run. The registry
+# keeps a high-water mark in hrm_meta, raised in the inserting transaction; PostgreSQL's sequences
+# never reuse ids by themselves.
+_NEXT_RUN_ID = (
+    "SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM hrm_meta WHERE key = 'run_id_high_water'), 0), "
+    "coalesce((SELECT max(id) FROM run), 0)) + 1"
+)
+_RAISE_HIGH_WATER = (
+    "INSERT INTO hrm_meta (key, value) VALUES ('run_id_high_water', ?) ON CONFLICT (key) DO UPDATE "
+    "SET value = excluded.value WHERE CAST(hrm_meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)"
+)
+
+
+def _raise_run_id_high_water(conn: Connection, run_id: int) -> None:
+    conn.exec_driver_sql(_RAISE_HIGH_WATER, (str(int(run_id)),))
+
+
+def _insert_run(conn: Connection, values: Mapping[str, Any]) -> int:
+    """Insert a ``run`` row under an id this registry never handed out before."""
+    if conn.dialect.name != "sqlite":
+        return conn.execute(RUN.insert().values(**values)).inserted_primary_key[0]
+    run_id = conn.exec_driver_sql(_NEXT_RUN_ID).scalar()
+    conn.execute(RUN.insert().values(id=run_id, **values))
+    _raise_run_id_high_water(conn, run_id)
+    return run_id
 
 
 # --- events from a worker ---------------------------------------------------------------------
@@ -424,6 +494,40 @@ def _executemany(conn: Connection, sql: str, rows: list[dict[str, Any]]) -> None
         cursor.close()
 
 
+_CLAIM_SEQ = "UPDATE run SET event_seq = :seq WHERE id = :run_id AND event_seq < :seq"
+
+
+def _first_time(conn: Connection, run_id: int, seq: int | None) -> bool:
+    """Record event ``seq`` of a run as applied, in the event's own transaction; False if it already was.
+
+    Workers number their events; an event replayed from the worker's spool after an outage (its
+    first commit may have succeeded unseen) is then applied exactly once.
+    """
+    if seq is None:
+        return True
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(_driver_sql(conn.dialect.paramstyle, _CLAIM_SEQ), {"seq": seq, "run_id": run_id})
+        return cursor.rowcount == 1
+    finally:
+        cursor.close()
+
+
+# The run row's share of an event, one statement each: progress (an epoch event), a touch (a summary),
+# and with a worker's sequence number the exactly-once claim (``event_seq < :seq``) folded in.
+_RUN_PROGRESS = ("UPDATE run SET updated_at = :now, epoch = :epoch, stage = :stage, "
+                 "total_epochs = coalesce(:total, total_epochs){seq} WHERE id = :run_id{cond}")
+_RUN_TOUCH = "UPDATE run SET updated_at = :now{seq} WHERE id = :run_id{cond}"
+_RUN_CLAIM = "UPDATE run SET event_seq = :seq WHERE id = :run_id AND event_seq < :seq"
+
+
+@functools.cache
+def _run_update_sql(template: str, numbered: bool) -> str:
+    if not numbered:
+        return template.format(seq="", cond="")
+    return template.format(seq=", event_seq = :seq", cond=" AND event_seq < :seq")
+
+
 def append_metrics(
     db: Database,
     run_id: int,
@@ -433,11 +537,16 @@ def append_metrics(
     stage: int = 0,
     epoch: int | None = None,
     total: int | None = None,
+    seq: int | None = None,
 ) -> None:
     """Store one event's numbers in one transaction (durable on return).
 
     ``kind`` epoch/summary: ``values`` is {key: value} and also updates ``LatestMetric``;
-    kind layer: ``values`` is {layer: {key: value}} (history only).
+    kind layer: ``values`` is {layer: {key: value}} (history only). With ``seq`` (a worker's event
+    number) an event already applied is skipped, in the same transaction.
+
+    The hot path of every training run: prepared driver SQL on the thread's own connection
+    (:meth:`Database.driver_write`), the run row updated by one statement that also claims ``seq``.
     """
     now = time.time()
     rows: list[dict[str, Any]] = []
@@ -448,34 +557,45 @@ def append_metrics(
             rows.append({"run_id": run_id, "kind": kind, "stage": stage, "epoch": epoch,
                          "layer": None if layer is None else int(layer), "key": key, "value": value,
                          "is_nan": is_nan, "ts": now})
-    progress: dict[str, Any] = {"updated_at": now}
-    if kind == "epoch" and epoch is not None:
-        progress.update(epoch=epoch, stage=stage)
-        if total is not None:
-            progress["total_epochs"] = total
-    with db.write() as conn:
+    numbered = seq is not None
+    if kind == "layer":  # per-layer rows always come with an epoch event, which updates the run
+        run_sql = _RUN_CLAIM if numbered else None
+    elif kind == "epoch" and epoch is not None:
+        run_sql = _run_update_sql(_RUN_PROGRESS, numbered)
+    else:
+        run_sql = _run_update_sql(_RUN_TOUCH, numbered)
+    params = {"run_id": run_id, "now": now, "epoch": epoch, "stage": stage, "total": total, "seq": seq}
+    with db.driver_write() as tx:
+        if run_sql is not None:
+            claimed = tx.execute(run_sql, params)
+            if numbered and claimed == 0:
+                return  # applied before (a replayed event), or no such run
         if rows:
-            _executemany(conn, _INSERT_METRIC, rows)
+            tx.executemany(_INSERT_METRIC, rows)
             if kind != "layer":
-                _executemany(conn, _UPSERT_LATEST, rows)
-        if kind == "summary":
-            headline = conn.execute(select(RUN.c.headline_key).where(RUN.c.id == run_id)).scalar()
-            if headline in values and stage == 0:
-                progress["headline_value"] = _clean(values[headline])[0]
-        if kind != "layer":  # per-layer rows always come with an epoch event, which updates the run
-            conn.execute(update(RUN).where(RUN.c.id == run_id).values(**progress))
+                tx.executemany(_UPSERT_LATEST, rows)
+        if kind == "summary" and stage == 0:
+            tx.execute("SELECT headline_key FROM run WHERE id = :run_id", params)
+            found = tx.fetchone()
+            if found is not None and found[0] in values:
+                tx.execute("UPDATE run SET headline_value = :value WHERE id = :run_id",
+                           {"run_id": run_id, "value": _clean(values[found[0]])[0]})
 
 
-def set_stage(db: Database, run_id: int, stage: int, name: str, epochs: int | None) -> None:
+def set_stage(db: Database, run_id: int, stage: int, name: str, epochs: int | None, *, seq: int | None = None) -> None:
     with db.write() as conn:
+        if not _first_time(conn, run_id, seq):
+            return
         conn.execute(update(RUN).where(RUN.c.id == run_id).values(
             stage=stage, stage_name=name, epoch=0, total_epochs=epochs, updated_at=time.time()))
         conn.execute(LOG.insert().values(run_id=run_id, ts=time.time(), source="worker",
                                          message=f"stage {stage}: {name}"))
 
 
-def merge_info(db: Database, run_id: int, fields: Mapping[str, Any]) -> None:
+def merge_info(db: Database, run_id: int, fields: Mapping[str, Any], *, seq: int | None = None) -> None:
     with db.write() as conn:
+        if not _first_time(conn, run_id, seq):
+            return
         current = conn.execute(select(RUN.c.info_json).where(RUN.c.id == run_id)).scalar() or "{}"
         info = json.loads(current)
         info.update(fields)
@@ -483,8 +603,11 @@ def merge_info(db: Database, run_id: int, fields: Mapping[str, Any]) -> None:
             info_json=json.dumps(info, default=str), updated_at=time.time()))
 
 
-def add_table(db: Database, run_id: int, name: str, rows: Sequence[Mapping[str, Any]], *, stage: int = 0) -> None:
+def add_table(db: Database, run_id: int, name: str, rows: Sequence[Mapping[str, Any]], *, stage: int = 0,
+              seq: int | None = None) -> None:
     with db.write() as conn:
+        if not _first_time(conn, run_id, seq):
+            return
         conn.execute(TABLE.insert().values(run_id=run_id, stage=stage, name=name, ts=time.time(),
                                            rows_json=json.dumps([dict(r) for r in rows], default=_json_default)))
         conn.execute(update(RUN).where(RUN.c.id == run_id).values(updated_at=time.time()))
@@ -496,8 +619,10 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def add_log(db: Database, run_id: int, message: str, *, source: str = "worker") -> None:
+def add_log(db: Database, run_id: int, message: str, *, source: str = "worker", seq: int | None = None) -> None:
     with db.write() as conn:
+        if not _first_time(conn, run_id, seq):
+            return
         conn.execute(LOG.insert().values(run_id=run_id, ts=time.time(), source=source, message=message))
 
 
@@ -571,29 +696,33 @@ def cancel_requested_active(db: Database) -> list[RunView]:
 
 # --- scheduler heartbeats ---------------------------------------------------------------------
 
-def register_scheduler(db: Database, *, host: str, pid: int, slots: str, stale_after: float) -> int | None:
-    """Register a scheduler unless a live one exists (atomic). Returns its id, or None."""
-    now = time.time()
-    with db.write() as conn:
-        live = conn.execute(select(BEAT).where(BEAT.c.beat_at > now - stale_after)).first()
-        if live is not None:
-            return None
-        conn.execute(delete(BEAT).where(BEAT.c.beat_at <= now - stale_after))
-        return conn.execute(BEAT.insert().values(host=host, pid=pid, started_at=now, beat_at=now, slots=slots)
-                            ).inserted_primary_key[0]
+def register_scheduler(db: Database, *, host: str, pid: int, slots: str, stale_after: float,
+                       name: str | None = None):
+    """Take the scheduler lease ``name`` (default: the host name) unless a live holder has it.
+
+    Atomic (one upsert, see :mod:`core.registry.leases`). Returns the held
+    :class:`~core.registry.leases.Lease`, or None.
+    """
+    from core.registry import leases
+
+    return leases.acquire(db, name=name or host, host=host, pid=pid, slots=slots, stale_after=stale_after)
 
 
-def beat(db: Database, scheduler_id: int) -> None:
-    with db.write() as conn:
-        conn.execute(update(BEAT).where(BEAT.c.id == scheduler_id).values(beat_at=time.time()))
+def beat(db: Database, lease) -> bool:
+    """Renew a scheduler lease; False when another scheduler took it over (fenced off)."""
+    from core.registry import leases
+
+    return leases.renew(db, lease)
 
 
-def unregister_scheduler(db: Database, scheduler_id: int) -> None:
-    with db.write() as conn:
-        conn.execute(delete(BEAT).where(BEAT.c.id == scheduler_id))
+def unregister_scheduler(db: Database, lease) -> None:
+    from core.registry import leases
+
+    leases.release(db, lease)
 
 
-def live_schedulers(db: Database, *, stale_after: float) -> list[dict[str, Any]]:
-    with db.read() as conn:
-        rows = conn.execute(select(BEAT).where(BEAT.c.beat_at > time.time() - stale_after))
-        return [dict(r._mapping) for r in rows]
+def live_schedulers(db: Database, *, stale_after: float, name: str | None = None) -> list[dict[str, Any]]:
+    """Schedulers holding a fresh lease: dicts with name, host, pid, slots, started_at, beat_at, epoch."""
+    from core.registry import leases
+
+    return [dict(row, id=row["name"]) for row in leases.live(db, stale_after=stale_after, name=name)]

@@ -32,6 +32,14 @@ def _common_run_parameters() -> list[inspect.Parameter]:
         opt("hrm_priority", int, 0, "--priority", help="higher runs first"),
         opt("hrm_start", bool, True, "--start-scheduler/--no-start-scheduler",
             help="start a background scheduler when none is alive"),
+        opt("hrm_retries", Optional[int], None, "--retries", min=0, max=100,
+            help="resume automatically from the checkpoint after an infrastructure failure, up to N times",
+            show_default="the scheduler's --retries"),
+        opt("hrm_on_finish", Optional[str], None, "--on-finish",
+            help="command run when the run ends, e.g. 'notify-send hrm {run_id} {status}' (no shell)"),
+        opt("hrm_webhook", Optional[str], None, "--webhook", help="http(s) URL that receives a JSON body when the run ends"),
+        opt("hrm_host", Optional[str], None, "--host", help="run it only on the scheduler of this name (host)",
+            show_default="any host"),
     ]
 
 
@@ -49,9 +57,14 @@ def make_run_command(name: str):
         db_arg = db_target(ctx, kwargs.pop("hrm_db"))
         follow, wait = kwargs.pop("hrm_follow"), kwargs.pop("hrm_wait")
         tags, priority, start = kwargs.pop("hrm_tags"), kwargs.pop("hrm_priority"), kwargs.pop("hrm_start")
+        policy = {"max_retries": kwargs.pop("hrm_retries"), "on_finish": kwargs.pop("hrm_on_finish"),
+                  "webhook": kwargs.pop("hrm_webhook")}
+        host = kwargs.pop("hrm_host")
         api.validate_config(name, kwargs)  # before the registry is touched: bad input writes nothing
+        api.check_run_policy(**policy)
         db = api.open_registry(db_arg, create=True)
-        run = api.submit(db, name, kwargs, tags=tags, priority=priority)
+        run = api.submit(db, name, kwargs, tags=tags, priority=priority, host=host)
+        api.set_run_policy(db, run.id, **policy)
         if wait:
             ensure_scheduler(db, start, quiet=True)
             final = api.wait(db, run.id)

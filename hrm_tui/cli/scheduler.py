@@ -18,20 +18,37 @@ def scheduler(
     pack: Annotated[int, typer.Option("--pack", min=1, help="runs sharing one GPU")] = 1,
     once: Annotated[bool, typer.Option("--once", help="drain the queue, then exit")] = False,
     idle_exit: Annotated[Optional[float], typer.Option("--idle-exit", min=0, help="exit after this many idle seconds")] = None,
+    retries: Annotated[int, typer.Option(
+        "--retries", min=0, max=100, help="resume a run after an infrastructure failure up to N times (runs' own --retries win)")] = 0,
+    on_finish: Annotated[Optional[str], typer.Option(
+        "--on-finish", help="command run when a run ends, e.g. 'notify-send hrm {run_id} {status}' (no shell)")] = None,
+    webhook: Annotated[Optional[str], typer.Option("--webhook", help="http(s) URL that receives a JSON body when a run ends")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", show_default="this host's name", help="scheduler name: one scheduler per name (host) per registry")] = None,
+    stale_after: Annotated[float, typer.Option(
+        "--stale-after", min=1, help="seconds without a worker heartbeat before its run is marked lost")] = 60.0,
     db: DbOption = None,
 ) -> None:
     """Run the scheduler in the foreground: launch queued runs as worker subprocesses."""
     import logging
 
     from core import api
-    from core.scheduler import Scheduler, SchedulerAlreadyRunning, Slots, detect_gpus
+    from core.scheduler import Scheduler, SchedulerAlreadyRunning, Slots
 
-    gpu_list = tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus is not None else detect_gpus()
-    slots = Slots(gpu_list, pack, max_parallel or (len(gpu_list) * pack if gpu_list else 1))
+    api.check_run_policy(on_finish=on_finish, webhook=webhook)
+    if name is not None and not name.strip():
+        raise api.UserError("--name: a scheduler name cannot be empty", 2)
+    slots = Slots.from_options(gpus, pack=pack, max_parallel=max_parallel)
     database = registry(ctx, db, create=True)
-    err_console().print(f"scheduler on {slots.describe()} for {database.url} (Ctrl-C stops; running workers continue)")
+    shown = getattr(database, "safe_url", None) or "the registry"
+    err_console().print(f"scheduler {name or api.local_scheduler_name()!r} on {slots.describe()} for {shown} "
+                        "(Ctrl-C stops; running workers continue)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        Scheduler(database, slots, once=once, idle_exit=idle_exit).run()
+        from core.resume import EndPolicy
+
+        policy = EndPolicy(retries=retries, on_finish=on_finish, webhook=webhook)
+        Scheduler(database, slots, name=name, stale_after=stale_after, once=once, idle_exit=idle_exit,
+                  end_policy=policy).run()
     except SchedulerAlreadyRunning as exc:
         raise api.UserError(str(exc), 1) from None
