@@ -1,6 +1,8 @@
 """``exec``: any command as a run (``hrm exec -- python train.py --lr 1e-3``).
 
-The config holds the command (``argv``), the folder it runs in and a label. The program is resolved
+The config holds the command (``argv``), the folder it runs in, a label and the environment
+variables given with ``--env`` (the worker's environment is the scheduler's, not the submitting
+shell's; nothing else of the shell is recorded, so no secret lands in the registry). The program is resolved
 on ``PATH`` when the run is submitted (so ``python`` means the interpreter of the submitting shell,
 wherever the scheduler was started), and a missing program or script is refused right there.
 
@@ -34,6 +36,7 @@ DB_ENV = "HRM_DB"
 CHILD_GRACE_S = 5.0
 """Seconds the worker gives a cancelled command between its SIGTERM and a SIGKILL."""
 
+_ENV_ITEM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SCRIPT_RUNNERS = re.compile(r"^(python[\d.]*|pypy[\d.]*|bash|sh|zsh|Rscript|julia|node|perl|ruby)$")
 
 
@@ -49,6 +52,7 @@ class ExecConfig(ExperimentConfig):
     name: str = Field("", max_length=200, description="a label for the run (default: the command)")
     executable: str = Field("", description="the program, resolved on PATH at submit time")
     gpus: int = Field(1, ge=0, le=1, description="0: hide the GPUs from the command; 1: the run's GPU slot")
+    env: tuple[str, ...] = Field((), description="KEY=VALUE environment variables for the command (repeatable)")
 
     @model_validator(mode="before")
     @classmethod
@@ -77,6 +81,9 @@ class ExecConfig(ExperimentConfig):
             raise ValueError(f"command {program!r} not found {where}")
         if not (os.path.isfile(self.executable) and os.access(self.executable, os.X_OK)):
             raise ValueError(f"command {program!r}: {self.executable} is not an executable file")
+        for item in self.env:
+            if not _ENV_ITEM.match(item):
+                raise ValueError(f"--env: {item!r} is not KEY=VALUE")
         script = script_argument(self.argv)
         if script is not None and not os.path.isfile(os.path.join(self.cwd, os.path.expanduser(script))):
             raise ValueError(f"script {script!r} does not exist in {self.cwd}")
@@ -171,6 +178,7 @@ def run(config: ExecConfig, emit: Emitter) -> None:
     env = dict(os.environ)
     env.update(_tracking_env(emit))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(item.split("=", 1) for item in config.env)
     if config.gpus == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""
     command = shlex.join(config.argv)

@@ -30,6 +30,8 @@ def exec_command(
     name: Annotated[str, typer.Option("--name", "-n", help="a label for the run (default: the command)")] = "",
     gpus: Annotated[int, typer.Option("--gpus", help="1: run in a GPU slot of the scheduler; 0: hide the GPUs")] = 1,
     tags: Annotated[Optional[list[str]], typer.Option("--tag", "-t", help="tag the run (repeatable)")] = None,
+    env: Annotated[Optional[list[str]], typer.Option("--env", "-e", metavar="KEY=VALUE",
+                                                     help="an environment variable for the command (repeatable)")] = None,
     priority: Annotated[int, typer.Option("--priority", help="higher runs first")] = 0,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="stream the run's metrics until it ends")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="block until the run ends; exit 0 only if it completed")] = False,
@@ -45,7 +47,7 @@ def exec_command(
         raise api.UserError("no command: give it after --, e.g. hrm exec -- python train.py", 2)
     if gpus > 1:
         raise api.UserError(f"--gpus {gpus}: a run gets one GPU slot of the scheduler (0 or 1)", 2)
-    values = {"argv": list(command), "cwd": os.getcwd(), "name": name, "gpus": gpus}
+    values = {"argv": list(command), "cwd": os.getcwd(), "name": name, "gpus": gpus, "env": list(env or [])}
     try:
         api.validate_config("exec", values)  # before the registry is touched: bad input writes nothing
     except api.UserError as exc:
