@@ -43,7 +43,10 @@ def sqlite_file(target: str | os.PathLike | None) -> Path | None:
 def connect(target: str | os.PathLike | None) -> sqlite3.Connection | None:
     """A read-only connection to a current-schema registry, or None (use the full path then)."""
     path = sqlite_file(target)
-    if path is None or not path.is_file():
+    try:
+        if path is None or not path.is_file():
+            return None
+    except OSError:  # a name too long, a folder we may not enter: the full path says why in one line
         return None
     try:
         conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=2.0)

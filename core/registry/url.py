@@ -13,7 +13,7 @@ import re
 
 PASSWORD_ENV = "HRM_DB_PASSWORD"
 
-_USERINFO_PASSWORD = re.compile(r"(?P<head>^[^:/?#]*://[^:/@?#]*):(?P<secret>[^@/?#]*)@")
+_USERINFO_PASSWORD = re.compile(r"(?P<head>^[^:/?#]*://[^:/@?#]*):(?P<secret>[^/?#]*)@")
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)(?P<secret>[^&#]*)", re.IGNORECASE)
 MASK = "***"
 

@@ -8,13 +8,13 @@ so this module imports neither SQLAlchemy nor pydantic and front ends may import
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from core.registry.decode import json_object_or_damaged
 from core.registry.status import RunStatus
 
 RUNS_JSON_SCHEMA = "hrm.runs/v1"
@@ -68,7 +68,7 @@ class RunView:
         values["status"] = RunStatus(row["status"])
         values["cancel_requested"] = bool(row.get("cancel_requested", False))
         values["config_json"] = config_json = row.get("config_json") or "{}"
-        values["config"] = json.loads(config_json)
+        values["config"] = json_object_or_damaged(config_json)  # one damaged row must not break a listing
         values.setdefault("info_json", "{}")
         for name in _OPTIONAL:
             values.setdefault(name, None)
@@ -115,7 +115,7 @@ class RunView:
 
     @property
     def info(self) -> dict[str, Any]:
-        return json.loads(self.info_json or "{}")
+        return json_object_or_damaged(self.info_json)
 
     def why_not_cancellable(self) -> str | None:
         """None when cancelling can apply, else the reason in words."""
