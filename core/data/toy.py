@@ -2,13 +2,23 @@
 
 The original scripts looked for WikiText files that never existed and silently fell back to
 this text (quirk B11). Here it is generated on purpose and always named in the run's record.
+
+Building blocks: :func:`toy_texts` (the texts at any length), :func:`make_batches` (complete batches in a
+fixed order), :func:`toy_fox_batches` (pipeline B end to end) and :func:`toy_batch_counts` (how many
+batches a shape gives, without building them: configs check it at submit). torch is imported inside the
+functions that build tensors, so configs can use the arithmetic cheaply.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+TRAIN_CHARS, VAL_CHARS = 20_000, 5_000
+"""The lengths the original scripts asked for (the report's data)."""
 
 TRAIN_SENTENCE = "The quick brown fox jumps over the lazy dog. "
 VAL_SENTENCE = "A quick brown dog runs in the park. "
@@ -28,7 +38,7 @@ class CharBatches:
         return len(self.vocab)
 
 
-def toy_texts(train_chars: int = 20_000, val_chars: int = 5_000) -> tuple[str, str]:
+def toy_texts(train_chars: int = TRAIN_CHARS, val_chars: int = VAL_CHARS) -> tuple[str, str]:
     """The fallback text exactly as the scripts built it: 444 × 45 train chars, 142 × 36 val chars.
 
     The val repeat count divides by 35 although the sentence has 36 characters (an upstream slip
@@ -41,6 +51,8 @@ def toy_texts(train_chars: int = 20_000, val_chars: int = 5_000) -> tuple[str, s
 
 def make_batches(ids: torch.Tensor, seq_len: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Complete batches only; batch i starts at i·seq_len·batch_size, sequence j at +j·seq_len."""
+    import torch
+
     batches = []
     step = seq_len * batch_size
     for start in range(0, len(ids) - step, step):
@@ -57,9 +69,23 @@ def make_batches(ids: torch.Tensor, seq_len: int, batch_size: int) -> list[tuple
     return batches
 
 
-def toy_fox_batches(seq_len: int = 64, batch_size: int = 16) -> CharBatches:
-    """Pipeline B: data-derived vocabulary (V = 30), no shuffling, 19 train / 4 val batches at 64 × 16."""
-    train_text, val_text = toy_texts()
+def toy_batch_counts(seq_len: int, batch_size: int, train_chars: int = TRAIN_CHARS,
+                     val_chars: int = VAL_CHARS) -> tuple[int, int]:
+    """(train, val) batch counts that :func:`toy_fox_batches` gives for this shape, by arithmetic alone."""
+    train_text, val_text = toy_texts(train_chars, val_chars)
+    step = seq_len * batch_size
+    return tuple(len(range(0, len(text) - step, step)) for text in (train_text, val_text))  # type: ignore[return-value]
+
+
+def toy_fox_batches(seq_len: int = 64, batch_size: int = 16, *, train_chars: int = TRAIN_CHARS,
+                    val_chars: int = VAL_CHARS) -> CharBatches:
+    """Pipeline B: data-derived vocabulary (V = 30), no shuffling, 19 train / 4 val batches at 64 × 16.
+
+    ``train_chars``/``val_chars``: the lengths asked of :func:`toy_texts` (the report's 20,000 / 5,000).
+    """
+    import torch
+
+    train_text, val_text = toy_texts(train_chars, val_chars)
     vocab = sorted(set(train_text + val_text))
     index = {ch: i for i, ch in enumerate(vocab)}
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from core.experiments.base import Emitter, Experiment
+from core.experiments.fields import Patience
 from core.experiments.wikitext_common import WikiTextCharConfig
 
 
@@ -23,18 +24,11 @@ class InfiniHRMConfig(WikiTextCharConfig):
         description="hrm: baseline; infini-reset: memory emptied every batch; "
         "infini-carry: memory carried from batch to batch within an epoch",
     )
-    d_model: int = Field(64, ge=8, le=2048, description="model width")
     segments: int = Field(2, ge=1, le=16, description="segments per batch (optimizer step after each)")
     hrm_cycles: int = Field(1, ge=1, le=16, description="HRM high-level cycles N")
     hrm_t: int = Field(2, ge=1, le=16, description="HRM low-level steps per cycle T (H updates every T steps)")
-    max_epochs: int = Field(30, ge=1, le=10_000, description="maximum epochs")
-    patience: int = Field(3, ge=1, le=1_000, description="early stopping: epochs without strict val PPL improvement")
 
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> InfiniHRMConfig:
-        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
-            raise ValueError("d_model must be a multiple of n_heads with an even head dimension (RoPE)")
-        return self
+    patience: Patience = 3
 
 
 def run(config: InfiniHRMConfig, emit: Emitter) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from core.experiments.base import Emitter, Experiment
 from core.experiments.wikitext_common import WikiTextCharConfig
@@ -22,21 +22,14 @@ class IRTConfig(WikiTextCharConfig):
         description="standard: 1-block transformer; irt: same with iterative refinement over segments; "
         "hrm: generalised two-level HRM at d 48",
     )
-    d_model: int = Field(64, ge=8, le=2048, description="width of the standard and IRT transformers")
     hrm_d_model: int = Field(48, ge=8, le=2048, description="width of the HRM (48 matches the parameter budget)")
     n_layers: int = Field(1, ge=1, le=48, description="blocks of the standard and IRT transformers")
     segments: int = Field(2, ge=1, le=16, description="segments per batch (irt and hrm)")
     hrm_cycles: int = Field(1, ge=1, le=16, description="HRM high-level cycles N")
     hrm_t: int = Field(2, ge=1, le=16, description="HRM low-level steps per cycle T (H updates every T steps)")
-    max_epochs: int = Field(30, ge=1, le=10_000, description="maximum epochs")
-    patience: int = Field(5, ge=1, le=1_000, description="early stopping: epochs without strict val PPL improvement")
 
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> IRTConfig:
-        for width in (self.d_model, self.hrm_d_model):
-            if width % self.n_heads or (width // self.n_heads) % 2:
-                raise ValueError("widths must be multiples of n_heads with an even head dimension (RoPE)")
-        return self
+    def rope_widths(self) -> tuple[int, ...]:
+        return (self.d_model, self.hrm_d_model)
 
 
 def run(config: IRTConfig, emit: Emitter) -> None:

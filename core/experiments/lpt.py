@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from core.experiments.base import Emitter, Experiment
 from core.experiments.wikitext_common import WikiTextCharConfig
@@ -29,16 +29,7 @@ class LPTConfig(WikiTextCharConfig):
         ),
     )
     n_layers: int = Field(4, ge=1, le=48, description="transformer blocks")
-    d_model: int = Field(64, ge=8, le=2048, description="model width")
     segments: int = Field(2, ge=1, le=16, description="IRT segments per batch (method irt only)")
-    max_epochs: int = Field(30, ge=1, le=10_000, description="maximum epochs")
-    patience: int = Field(5, ge=1, le=1_000, description="early stopping: epochs without strict val PPL improvement")
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> LPTConfig:
-        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
-            raise ValueError("d_model must be a multiple of n_heads with an even head dimension (RoPE)")
-        return self
 
 
 def run(config: LPTConfig, emit: Emitter) -> None:

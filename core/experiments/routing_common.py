@@ -1,7 +1,8 @@
 """Config fields shared by report 004's Exp 10 (``confidence-routing``) and Exp 11 (``lpt-routing``).
 
 Not an experiment itself (no ``EXPERIMENT``). Only pydantic and the experiment API are imported here;
-the training code lives in :mod:`core.training.routing` and is imported inside the run functions.
+the training code lives in :mod:`core.training.routing` and is imported inside the run functions. Early
+stopping here watches the routed val PPL at ``--threshold``; the digits match at 1 and 2 CPU threads.
 
 Variants (spec 5 F6, 6 B11/B12):
 
@@ -18,16 +19,13 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
+from core.experiments.fields import CharModelFields, EarlyStoppingFields, OptimizerFields
 from core.experiments.toy_char_common import CharVariantConfig
 
 
-class RoutingConfig(CharVariantConfig):
+class RoutingConfig(CharModelFields, OptimizerFields, EarlyStoppingFields, CharVariantConfig):
     """Data, model, optimiser and routing settings of Exp 10/11; defaults = report 004's."""
 
-    seq_len: int = Field(64, ge=8, le=1024, description="sequence length (characters per window)")
-    batch_size: int = Field(16, ge=1, le=4096, description="sequences per batch")
-    d_model: int = Field(64, ge=8, le=2048, description="model width")
-    n_heads: int = Field(4, ge=1, le=64, description="attention heads (must divide the width, even head dimension)")
     n_layers: int = Field(4, ge=2, le=48, description="blocks of the deep path (the deep exit is the last block)")
     shallow_exit: int = Field(2, ge=1, le=47, description="block whose output gives the shallow logits")
     threshold: float = Field(
@@ -39,16 +37,6 @@ class RoutingConfig(CharVariantConfig):
         max_length=64,
         description="thresholds of the post-training sweep table (each in (0, 1])",
     )
-    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate")
-    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay")
-    clip: float = Field(1.0, ge=0.0, le=1000.0, description="gradient clipping max global norm (0: off)")
-    max_epochs: int = Field(30, ge=1, le=10_000, description="maximum epochs")
-    patience: int = Field(
-        5, ge=1, le=1_000, description="early stopping: epochs without strict improvement of the routed val PPL"
-    )
-    cpu_threads: int = Field(
-        1, ge=0, le=512, description="torch intra-op threads on CPU (0: torch's default); the digits match at 1 and 2"
-    )
 
     @field_validator("thresholds")
     @classmethod
@@ -59,8 +47,6 @@ class RoutingConfig(CharVariantConfig):
 
     @model_validator(mode="after")
     def _shape(self) -> RoutingConfig:
-        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
-            raise ValueError("d_model must be a multiple of n_heads with an even head dimension (RoPE)")
         if self.shallow_exit >= self.n_layers:
             raise ValueError("shallow_exit must be below n_layers")
         return self

@@ -14,12 +14,13 @@ imported at module level; torch is imported inside the helpers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from core.data.char_data import CharData, char_batches
 from core.experiments.base import Emitter, ExperimentConfig
+from core.experiments.fields import CharModelFields, EarlyStoppingFields, OptimizerFields, check_toy_batches
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -60,6 +61,14 @@ class CharVariantConfig(ExperimentConfig):
             return self.weights
         return "last" if self.variant == "published" else "best"
 
+    @model_validator(mode="after")
+    def _data_fills_a_batch(self) -> CharVariantConfig:
+        if self.wikitext_source == "dir" and not self.data_dir:
+            raise ValueError("--wikitext-source dir needs --data-dir DIR (a directory with train.txt and valid.txt)")
+        if self.resolved_data() == "toy-fox" and hasattr(self, "seq_len"):
+            check_toy_batches(self.seq_len, self.batch_size)
+        return self
+
     def quirks(self) -> list[str]:
         active = []
         if self.resolved_data() == "toy-fox":
@@ -69,32 +78,8 @@ class CharVariantConfig(ExperimentConfig):
         return active
 
 
-class ToyCharConfig(CharVariantConfig):
+class ToyCharConfig(CharModelFields, OptimizerFields, EarlyStoppingFields, CharVariantConfig):
     """Data, model and training settings; defaults are report 004's (Exp 5, 8, 9)."""
-
-    max_epochs: int = Field(30, ge=1, le=10_000, description="maximum epochs per training phase")
-    patience: int = Field(5, ge=1, le=1_000, description="early-stopping patience (epochs without strict improvement)")
-    lr: float = Field(1e-3, gt=0.0, le=1.0, description="AdamW learning rate")
-    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay")
-    clip: float = Field(1.0, ge=0.0, le=1000.0, description="gradient clipping max global norm (0: off)")
-    batch_size: int = Field(16, ge=1, le=4096, description="sequences per batch")
-    seq_len: int = Field(64, ge=8, le=1024, description="characters per sequence")
-    d_model: int = Field(64, ge=8, le=4096, description="model width d")
-    n_heads: int = Field(4, ge=1, le=64, description="attention heads (must divide d_model into an even head_dim)")
-    cpu_threads: int = Field(0, ge=0, le=512, description="torch intra-op threads on CPU (0: leave torch's setting)")
-
-
-
-@dataclass
-class CharData:
-    """Train and val batches (a list or a DataLoader), vocabulary size and a description of the source."""
-
-    train: Any
-    val: Any
-    vocab_size: int
-    source: str
-    n_train_batches: int
-    n_val_batches: int
 
 
 def setup(config: ToyCharConfig) -> str:
@@ -105,28 +90,13 @@ def setup(config: ToyCharConfig) -> str:
 
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
-    if config.d_model % config.n_heads or (config.d_model // config.n_heads) % 2:
-        raise ValueError(f"d_model {config.d_model} must split into {config.n_heads} heads of even size")
     return resolve_device(config.device)
 
 
 def load_data(config: ToyCharConfig) -> CharData:
     """Pipeline B (toy-fox) or pipeline A (WikiText-2 characters) at the config's seq_len and batch size."""
-    if config.resolved_data() == "toy-fox":
-        from core.data.toy import DATA_SOURCE, toy_fox_batches
-
-        batches = toy_fox_batches(seq_len=config.seq_len, batch_size=config.batch_size)
-        if not batches.train or not batches.val:
-            raise ValueError(f"seq_len {config.seq_len} × batch {config.batch_size} leaves no complete toy batch")
-        return CharData(
-            batches.train, batches.val, batches.vocab_size, DATA_SOURCE, len(batches.train), len(batches.val)
-        )
-    from core.data.wikitext import VOCAB_SIZE, wikitext_char_batches
-
-    loaders = wikitext_char_batches(
-        seq_len=config.seq_len, batch_size=config.batch_size, source=config.wikitext_source, data_dir=config.data_dir
-    )
-    return CharData(loaders.train, loaders.val, VOCAB_SIZE, loaders.source, len(loaders.train), len(loaders.val))
+    return char_batches(config.resolved_data(), seq_len=config.seq_len, batch_size=config.batch_size,  # type: ignore[arg-type]
+                        wikitext_source=config.wikitext_source, data_dir=config.data_dir)
 
 
 def train_phase(

@@ -130,23 +130,13 @@ def evaluate(
 
 def _load_data(config: Any, emit: Emitter) -> tuple[Batches, Batches, int, str, bool]:
     """(train, val, vocab size, data_source, is_toy) for the config's resolved data choice."""
-    if config.resolved_data() == "toy-fox":
-        from core.data.toy import DATA_SOURCE, toy_fox_batches
+    from core.data.char_data import char_batches
 
-        toy = toy_fox_batches(config.seq_len, config.batch_size)
-        if not toy.train or not toy.val:
-            raise ValueError(f"seq_len {config.seq_len} × batch {config.batch_size} leaves no complete toy batch")
-        return toy.train, toy.val, toy.vocab_size, DATA_SOURCE, True
-    from core.data.wikitext import VOCAB_SIZE, wikitext_char_batches
-
-    loaders = wikitext_char_batches(
-        seq_len=config.seq_len, batch_size=config.batch_size, source=config.wikitext_source, data_dir=config.data_dir,
-    )
-    emit.log(
-        f"data: {loaders.source}; {loaders.n_train} train / {loaders.n_val} val windows; "
-        f"{loaders.val_oov} val characters outside the vocabulary"
-    )
-    return loaders.train, loaders.val, VOCAB_SIZE, loaders.source, False
+    data = char_batches(config.resolved_data(), seq_len=config.seq_len, batch_size=config.batch_size,
+                        wikitext_source=config.wikitext_source, data_dir=config.data_dir)
+    if not data.is_toy:
+        emit.log(data.note)
+    return data.train, data.val, data.vocab_size, data.source, data.is_toy
 
 
 def run_routing(config: Any, emit: Emitter, plan: RoutingPlan) -> None:
