@@ -154,7 +154,8 @@ def test_cancel_retry_delete(db_path):
     assert store.get_run(db, 2) is None
 
 
-def test_experiments_lists_the_catalog_with_bounds():
+def test_experiments_lists_the_catalog_with_bounds(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     data = json.loads(hrm("experiments", "--json").output)
     smoke = next(e for e in data["experiments"] if e["name"] == "smoke")
     epochs = next(p for p in smoke["parameters"] if p["name"] == "epochs")

@@ -36,7 +36,7 @@ def test_root_help_lists_every_command_without_importing_them():
     code = ("from hrm_tui.cli import app\nimport typer.main\n"
             "try:\n    typer.main.get_command(app).main(['--help'], prog_name='hrm')\nexcept SystemExit:\n    pass")
     loaded = imported_after(code)
-    commands = {m for m in loaded if m.startswith(("core", "hrm_tui.cli."))} - {"hrm_tui.cli.coercion"}
+    commands = {m for m in loaded if m.startswith(("core", "hrm_tui.cli."))} - {"hrm_tui.cli.coercion", "hrm_tui.cli.helpfmt"}
     assert not commands, "the table's help is enough for --help"
     result = hrm("--help")
     assert result.exit_code == 0
@@ -170,3 +170,20 @@ def test_direct_parsing_agrees_with_typer():
                              (int, " 5"), (int, "9" * 19)]:
         assert _direct(annotation, text, None) is _UNHANDLED
     assert issubclass(DirectRuntimeParam, object) and TyperOption
+
+
+@pytest.mark.parametrize("args", [["--help"], ["show", "--help"], ["run", "smoke", "--help"]])
+def test_help_without_markdown_and_traceback_reads_the_same(args):
+    """hrm_tui.cli.helpfmt defers two of typer.rich_utils' imports: the text must not change."""
+    def render(preload: str) -> str:
+        code = (f"{preload}\nimport sys\nsys.argv = ['hrm', *{args!r}]\nfrom hrm_tui.cli import main\n"
+                "try:\n    main()\nexcept SystemExit:\n    pass\n"
+                "sys.stderr.write(str('rich.markdown' in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                             env={**__import__("os").environ, "COLUMNS": "100"})
+        return out.stdout, out.stderr
+
+    deferred, markdown_loaded = render("")
+    real, _ = render("import rich.markdown, rich.traceback")
+    assert deferred == real and "Usage: hrm" in deferred
+    assert markdown_loaded == "False"

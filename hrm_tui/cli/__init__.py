@@ -22,13 +22,14 @@ Adding a command (other helpers: do exactly this):
 2. add one line to :data:`COMMANDS`: ``"name": ("hrm_tui.cli.mymodule", "my_command", "short help")``.
    The attribute may also be a ``typer.Typer`` (a command group) or a click command.
 
+Command modules leave out ``from __future__ import annotations``: Typer reads a command's signature
+at start-up, and string annotations cost a ``compile`` each (a third of ``hrm ls --json``).
+
 Open the registry with ``common.registry(ctx, db)`` (explicit ``--db`` of the command, then the root's
 ``--db``, then ``$HRM_DB``, then ``./runs.db``). Root state lives in ``ctx.obj`` (a
 :class:`CliState`), never in a module global. A user's mistake ends with one ``error: ...`` line on
 stderr and exit code 2 (usage) or 1 (runtime): raise ``core.api.UserError(message, code)``.
 """
-
-from __future__ import annotations
 
 import importlib
 import sys
@@ -77,6 +78,9 @@ class PlainHelp:
         return super().parse_args(ctx, args)
 
     def format_help(self, ctx, formatter) -> None:
+        from hrm_tui.cli.helpfmt import load_rich_help
+
+        load_rich_help()
         for param in self.get_params(ctx):
             if getattr(param, "is_flag", False):
                 param.display_type_rich = _no_type

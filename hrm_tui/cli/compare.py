@@ -4,8 +4,6 @@ Commands parse options, call :mod:`core.compare` / :mod:`core.reproduce` / :mod:
 :mod:`core.report` and render; Rich renderers of :class:`core.compare.Table` live here.
 """
 
-from __future__ import annotations
-
 import json
 import sys
 from enum import Enum

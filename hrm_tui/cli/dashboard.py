@@ -1,7 +1,5 @@
 """``hrm tui``: the dashboard as a subcommand (the ``hrm-tui`` script stays)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import typer

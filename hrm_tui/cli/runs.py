@@ -1,7 +1,5 @@
 """Run management: ``hrm ls``, ``show``, ``logs``, ``cancel``, ``retry``, ``delete``."""
 
-from __future__ import annotations
-
 import sys
 import time
 from typing import Annotated, Optional

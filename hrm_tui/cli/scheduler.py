@@ -1,7 +1,5 @@
 """``hrm scheduler``: the scheduler in the foreground."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import typer
