@@ -106,6 +106,33 @@ def quick_start(url: str, run_id: int, pid: int, host: str) -> str | None:
     return "refused" if exists else "missing"
 
 
+class EarlyBeat(threading.Thread):
+    """Heartbeats with the stdlib driver while the heavy imports run (a loaded machine takes seconds)."""
+
+    def __init__(self, path: str, run_id: int, pid: int, interval: float) -> None:
+        super().__init__(name="hrm-early-heartbeat", daemon=True)
+        self.path, self.run_id, self.pid, self.interval = path, run_id, pid, interval
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import sqlite3
+
+        while not self._halt.wait(self.interval):
+            try:
+                conn = sqlite3.connect(self.path, timeout=self.interval, isolation_level=None)
+                try:
+                    conn.execute("UPDATE run SET heartbeat_at = ? WHERE id = ? AND status = 'running' AND pid = ?",
+                                 (time.time(), self.run_id, self.pid))
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                pass  # the full heartbeat takes over in a moment and says what is wrong
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
 # --- what a result needs to be trusted later --------------------------------------------------
 
 def git_commit() -> str | None:
@@ -249,6 +276,10 @@ def execute(db_url: str, run_id: int) -> int:
     pid, host = os.getpid(), socket.gethostname()
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = quick_start(db_url, run_id, pid, host)
+    interval = _env_float(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S)
+    early = EarlyBeat(_sqlite_file(db_url), run_id, pid, interval) if started == "running" else None
+    if early is not None:
+        early.start()
 
     from core.experiments import get_experiment
     from core.paths import run_dir
@@ -271,8 +302,9 @@ def execute(db_url: str, run_id: int) -> int:
     if spool.exists():  # a previous attempt's undelivered events come first
         replay_spool(db, run_id, spool)
     emit = RegistryEmitter(db, run_id, spool_path=spool)
-    background = Background(db, run_id, pid=pid, host=host, interval=_env_float(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S),
-                            output=_output_file())
+    background = Background(db, run_id, pid=pid, host=host, interval=interval, output=_output_file())
+    if early is not None:
+        early.stop()
     background.start()
     status, error, stderr_tail, code = RunStatus.COMPLETED, None, None, EXIT_COMPLETED
     try:

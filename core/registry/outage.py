@@ -32,6 +32,8 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sqlite3.OperationalError):
         return True
+    if type(exc).__name__ in ("OperationalError", "InterfaceError") and type(exc).__module__.startswith("psycopg"):
+        return True  # raised by the driver's own cursor (the hot paths bypass SQLAlchemy's wrapping)
     return isinstance(exc, _db.RegistryError) and "locked" in str(exc)
 
 

@@ -32,6 +32,9 @@ def list_runs(
         "--status", "-s", metavar="STATUS", help=f"filter by status (repeatable): {', '.join(STATUSES)}")] = None,
     experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", help="filter by experiment")] = None,
     tag: Annotated[Optional[str], typer.Option("--tag", "-t", help="filter by tag")] = None,
+    where: Annotated[Optional[str], typer.Option(
+        "--where", "-w", help="filter expression, e.g. \"best_val_ppl < 12 and config.lr == 1e-3 and tag == 'sweep-1'\" "
+        "(fields: status, experiment, tag, note, headline, config.KEY, any metric[.min|.max]; see docs/filter.md)")] = None,
     last: Annotated[Optional[int], typer.Option(
         "--last", "-n", min=1, max=MAX_COUNT, show_default=str(DEFAULT_SHOWN), help="show the newest N runs")] = None,
     offset: Annotated[int, typer.Option("--offset", min=0, max=MAX_COUNT, help="skip the newest N runs first")] = 0,
@@ -52,6 +55,11 @@ def list_runs(
         raise _usage("--all and --last contradict each other: give one")
     limit = None if show_all else (last or DEFAULT_SHOWN)
     filters = {"statuses": statuses, "experiment": experiment, "tag": tag}
+    if where:  # the filter language compiles through SQLAlchemy (bound parameters): not the stdlib fast path
+        from core import api
+
+        api.check_filter(where)
+        filters["where"] = where
     records, total = _read_listing(ctx, db, filters, limit, offset)
     if json_out:
         print_json({"schema": "hrm.runs/v1", "runs": records})
@@ -75,7 +83,7 @@ def _read_listing(ctx, db, filters, limit, offset) -> tuple[list[dict], int]:
     """(records, number matching the filters), by the stdlib reader when the registry allows it."""
     from core.registry import fastread
 
-    conn = fastread.connect(db_target(ctx, db))
+    conn = None if filters.get("where") else fastread.connect(db_target(ctx, db))
     if conn is not None:
         try:
             return (fastread.list_records(conn, last=limit, offset=offset, **filters),
