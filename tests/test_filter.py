@@ -164,3 +164,62 @@ def test_notes_are_set_replaced_and_cleared(db, runs):
     store.set_note(db, runs[2], None)
     assert store.get_run(db, runs[2]).note is None
     assert not store.set_note(db, 999, "x")
+
+
+# --- the CLI: hrm ls / compare --where, hrm tag, hrm note -----------------------------------------
+
+def _hrm(db_path, *args):
+    from typer.testing import CliRunner
+
+    from hrm_tui.cli import app
+
+    return CliRunner().invoke(app, ["--db", str(db_path), *args])
+
+
+def test_cli_ls_where(db, db_path, runs):
+    import json
+
+    result = _hrm(db_path, "ls", "--where", "config.lr == 1e-3 and status != 'running'", "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["id"] for r in json.loads(result.stdout)["runs"]] == [runs[2], runs[0]]
+    result = _hrm(db_path, "ls", "-w", "tag == 'sweep-1'", "--status", "completed", "--experiment", "lpt")
+    assert result.exit_code == 0 and "lpt" in result.stdout
+    bad = _hrm(db_path, "ls", "--where", "best_val_ppl < 12 and")
+    assert bad.exit_code == 2
+    assert bad.output.strip().splitlines() == [
+        "error: --where: expected a field name but found the end of the filter at column 22"]
+
+
+def test_cli_compare_where_and_sort(db, db_path, runs):
+    import json
+
+    result = _hrm(db_path, "compare", "--where", "experiment == 'lpt'", "--sort", "val_ppl:min", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["source"]["runs"] == [runs[0], runs[1]]  # 11.5 before 13.0
+    result = _hrm(db_path, "compare", "--where", "experiment == 'lpt'", "--sort", "val_ppl:max", "--format", "json")
+    assert json.loads(result.stdout)["source"]["runs"] == [runs[1], runs[0]]  # 20 before 14
+    for args in (["--where", "status =="], ["--where", "experiment == 'lpt'", "--sort", "val_ppl:best"],
+                 ["1", "--where", "id > 0"]):
+        bad = _hrm(db_path, "compare", *args)
+        assert bad.exit_code == 2 and bad.output.startswith("error: ") and len(bad.output.strip().splitlines()) == 1
+    none = _hrm(db_path, "compare", "--where", "tag == 'nothing'")
+    assert none.exit_code == 1 and "no runs with --where" in none.output
+
+
+def test_cli_tag_and_note(db, db_path, runs):
+    result = _hrm(db_path, "tag", str(runs[0]), "+best", "-sweep-1", "+v2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "best v2"
+    assert store.tags_of(db, [runs[0]])[runs[0]] == ["best", "v2"]
+    assert _hrm(db_path, "note", str(runs[0]), "lr too high after epoch 3").exit_code == 0
+    shown = _hrm(db_path, "note", str(runs[0]))
+    assert shown.stdout.strip() == "lr too high after epoch 3"
+    assert select_ids(db, "note ~ 'too high' and tag == 'v2'") == [runs[0]]
+    assert _hrm(db_path, "note", str(runs[0]), "--clear").exit_code == 0
+    assert store.get_run(db, runs[0]).note is None
+    for args, code in ([["tag", str(runs[0]), "best"], 2], [["tag", str(runs[0]), "+has space"], 2],
+                       [["tag", "999", "+x"], 1], [["note", "999", "x"], 1],
+                       [["note", str(runs[0]), "x", "--clear"], 2]):
+        bad = _hrm(db_path, *args)
+        assert bad.exit_code == code, (args, bad.output)
+        assert bad.output.startswith("error: ") and len(bad.output.strip().splitlines()) == 1

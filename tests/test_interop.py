@@ -14,8 +14,6 @@ from core import api
 from core.registry import open_database, store
 from tests.conftest import ROOT, run_scheduler_once, subprocess_env
 
-pytest.importorskip("tensorboard")
-pytest.importorskip("mlflow")
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +220,28 @@ def test_missing_extra_is_one_line(db_path, trained, tmp_path):
                          text=True, timeout=120)
     assert out.stdout.strip() == "tensorboard is not installed: pip install 'hrm-tui[interop]'", out.stderr
     assert not (tmp_path / "tb").exists()
+
+
+def test_cli_export_and_import(db, db_path, trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from hrm_tui.cli import app
+
+    plain, staged = trained
+    runner = CliRunner()
+    result = runner.invoke(app, ["--db", str(db_path), "export", "--where", "tag == 'exp-a'", "--to", "csv",
+                                 str(tmp_path / "sel")])
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "sel" / "runs.csv").open() as handle:
+        assert [int(r["id"]) for r in csv.DictReader(handle)] == [plain]
+    again = runner.invoke(app, ["--db", str(db_path), "export", str(plain), "--to", "csv", str(tmp_path / "sel")])
+    assert again.exit_code == 1 and again.output.strip().splitlines() == [
+        f"error: export target {tmp_path / 'sel'} exists and is not empty: choose a new folder"]
+    for args in (["export", str(plain)], ["export", str(plain), "--to", "excel", "x"],
+                 ["export", "--to", "csv", str(tmp_path / "none")], ["import", "mlflow", ""]):
+        bad = runner.invoke(app, ["--db", str(db_path), *args])
+        assert bad.exit_code == 2, (args, bad.output)
+        assert bad.output.startswith("error: ") and len(bad.output.strip().splitlines()) == 1, bad.output
+    assert not (tmp_path / "none").exists() and not (tmp_path / "x").exists()
+    dead = runner.invoke(app, ["--db", str(db_path), "import", "mlflow", f"http://127.0.0.1:{_closed_port()}"])
+    assert dead.exit_code == 1 and "does not answer" in dead.output

@@ -58,6 +58,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": ("hrm_tui.cli.doctor", "doctor", "Check the registry, plugins, extras, data files and GPUs."),
     "resume": ("hrm_tui.cli.resume", "resume", "Continue a failed, lost or cancelled run from its newest checkpoint."),
     "gc": ("hrm_tui.cli.resume", "gc", "Remove checkpoints and run folders no run needs (--dry-run to preview)."),
+    "tag": ("hrm_tui.cli.annotate", "tag_app", "Add (+name) and remove (-name) tags of a run."),
+    "note": ("hrm_tui.cli.annotate", "note", "Set, print or clear a run's note."),
+    "export": ("hrm_tui.cli.annotate", "export", "Export runs to TensorBoard, MLflow, CSV or Parquet."),
+    "import": ("hrm_tui.cli.annotate", "import_app", "Import runs from MLflow as read-only records."),
 }
 """Every ``hrm`` command: name -> (module, attribute, short help). Extend with one line."""
 

@@ -125,7 +125,9 @@ def compare(
     runs: Annotated[Optional[list[int]], typer.Argument(help="run ids to compare (in this order)")] = None,
     experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", help="runs of this experiment")] = None,
     last: Annotated[Optional[int], typer.Option("--last", "-n", min=1, help="only the newest N runs")] = None,
-    tag: Annotated[Optional[str], typer.Option("--tag", "-t", help="runs with this tag (a sweep: mean ± std over seeds)")] = None,
+    tag: Annotated[Optional[str], typer.Option("--tag", "-t", help="runs with this tag (a sweep: mean ± std over seeds; a --search sweep: trials ranked)")] = None,
+    where: Annotated[Optional[str], typer.Option("--where", "-w", help="runs this filter selects (the `hrm ls --where` language)")] = None,
+    sort: Annotated[Optional[str], typer.Option("--sort", metavar="KEY[:min|max]", help="rank runs by a metric's best (min or max) value")] = None,
     report: Annotated[Optional[str], typer.Option("--report", "-r", help="published vs ours for a report: 000, 001, 002, 003, 004")] = None,
     exp: Annotated[Optional[list[str]], typer.Option("--exp", help="with --report: only these experiments (4, 5-11, 5,6)")] = None,
     variant: Annotated[VariantChoice, typer.Option("--variant", help="with --report: which variant's runs to use")] = VariantChoice.published,
@@ -160,10 +162,16 @@ def compare(
         raise api.UserError(f"{'--exp' if exp else '--use'} needs --report", 2)
     if check:
         raise api.UserError("--check needs --report", 2)
-    if runs and (experiment or tag or last):
-        raise api.UserError("give run ids or --experiment/--tag/--last, not both", 2)
-    if not runs and not (experiment or tag):
-        raise api.UserError("nothing to compare: give run ids, --experiment X [--last N], --tag T or --report R", 2)
+    if runs and (experiment or tag or last or where):
+        raise api.UserError("give run ids or --experiment/--tag/--where/--last, not both", 2)
+    if not runs and not (experiment or tag or where):
+        raise api.UserError("nothing to compare: give run ids, --experiment X [--last N], --tag T, --where F or --report R", 2)
+    if where:
+        api.check_filter(where)
+    if sort:
+        from core.sweep_search import parse_objective
+
+        parse_objective(sort)
     database = _db(ctx, db)
     if runs:
         found = {r["id"]: r for r in api.list_records(database, ids=list(runs))}
@@ -172,11 +180,20 @@ def compare(
             raise api.UserError(f"no run {', '.join(missing)} in {database.url}", 1)
         records = [found[i] for i in dict.fromkeys(runs)]
     else:
-        records = api.list_records(database, experiment=experiment, tag=tag, last=last)
+        records = api.list_records(database, experiment=experiment, tag=tag, last=last, where=where)
         records.reverse()  # oldest first: the order they were queued in
         if not records:
-            what = " ".join(x for x in (f"experiment {experiment}" if experiment else "", f"tag {tag}" if tag else "") if x)
+            what = " ".join(x for x in (f"experiment {experiment}" if experiment else "", f"tag {tag}" if tag else "",
+                                        f"--where {where!r}" if where else "") if x)
             raise api.UserError(f"no runs with {what} in {database.url}", 1)
+    if tag and not sort:
+        from core.sweep_search import recorded_objective
+
+        sort = recorded_objective(database, tag)  # a --search sweep: its trials best first
+    if sort:
+        from core.sweep_search import rank_records
+
+        records = rank_records(records, sort)
     if baseline is not None and baseline not in {r["id"] for r in records}:
         base = api.list_records(database, ids=[baseline])
         if not base:
@@ -332,11 +349,33 @@ def sweep(
     priority: Annotated[int, typer.Option("--priority", help="higher runs first")] = 0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show the grid; write nothing")] = False,
     start: Annotated[bool, typer.Option("--start-scheduler/--no-start-scheduler", help="start a background scheduler when none is alive")] = True,
+    search: Annotated[Optional[str], typer.Option("--search", metavar="random|tpe", help="an Optuna search instead of a grid: --param lr=log(1e-4,1e-2) --param layers=int(2,6) --param act=a,b")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, max=10_000, show_default="20", help="with --search: how many trials")] = None,
+    objective: Annotated[Optional[str], typer.Option("--objective", metavar="KEY:min|max", help="with --search: the metric to optimise (its best value over the run)")] = None,
+    parallel: Annotated[Optional[int], typer.Option("--parallel", min=1, max=1000, show_default="1", help="with --search: trials queued or running at once")] = None,
+    prune: Annotated[bool, typer.Option("--prune", help="with --search: stop trials whose epochs fall behind (median pruner)")] = False,
+    sampler_seed: Annotated[Optional[int], typer.Option("--sampler-seed", help="with --search: seed of the sampler")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="with --search: the ranked trials as JSON")] = False,
     db: DbOption = None,
 ) -> None:
-    """Queue a grid of runs (every point validated first) under one tag; prints the tag."""
+    """Queue a grid of runs (every point validated first) under one tag; prints the tag.
+
+    With --search random|tpe, Optuna proposes the configs instead: the command stays in the foreground,
+    queues trials through the scheduler and tells Optuna each result (re-run with --tag T to resume).
+    """
     from core.sweep import plan_sweep, queue_sweep
 
+    if search is not None:
+        if seeds is not None:
+            raise api.UserError("--seeds is for grids: with --search, search the seed or --set it", 2)
+        from hrm_tui.cli.search import search_sweep
+
+        search_sweep(ctx, experiment, param or [], fixed=fixed or [], search=search, trials=trials or 20,
+                     objective=objective, parallel=parallel or 1, prune=prune, sampler_seed=sampler_seed, tag=tag,
+                     priority=priority, dry_run=dry_run, start=start, json_out=json_out, db=db)
+        return
+    if objective or prune or sampler_seed is not None or json_out or trials is not None or parallel is not None:
+        raise api.UserError("--trials, --objective, --parallel, --prune, --sampler-seed and --json go with --search random|tpe", 2)
     plan = plan_sweep(experiment, param or [], fixed=fixed or [], seeds=seeds, tag=tag)
     axes = "  ".join(f"{k}={','.join(v)}" for k, v in plan.axes.items())
     if dry_run:
