@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from core.errors import UserError
 from core.experiments import UnknownExperiment, catalog, get_experiment
+from core.experiments.base import Unavailable
 from core.experiments.schema import describe
 from core.paths import worker_log
 from core.registry import Database, RegistryError, RunStatus, open_database, store
@@ -107,6 +108,10 @@ def submit(db: Database, experiment: str, values: Mapping[str, Any], *, tags: Se
     if host is not None and not host.strip():
         raise UserError("--host: a scheduler name cannot be empty", 2)
     exp = get_experiment(experiment)
+    try:  # data or model missing on this machine: refused now, not minutes later in a worker
+        config.preflight()
+    except Unavailable as exc:
+        raise UserError(f"{experiment}: {exc}", 1) from None
     return store.create_run(db, experiment, config.model_dump(mode="json"), tags=tags, priority=priority,
                             retry_of=retry_of, headline_key=exp.headline, target_host=host)
 

@@ -64,3 +64,34 @@ def test_report_defaults_survive_the_shared_declarations():
     assert catalog()["infini-hrm"].make_config().patience == 3
     routed = catalog()["confidence-routing"].make_config()
     assert (routed.seq_len, routed.batch_size, routed.d_model, routed.n_heads) == (64, 16, 64, 4)
+
+
+# --- what the machine must have: checked once, at submit ------------------------------------------
+
+def _queued(db_path) -> int:
+    if not db_path.exists():
+        return 0
+    from core.registry import open_database, store
+
+    return len(store.list_runs(open_database(db_path)))
+
+
+@pytest.mark.parametrize("experiment", ["saturation", "hard-tokens", "cascade"])
+def test_no_alpaca_anywhere_is_refused_at_submit(db_path, monkeypatch, experiment):
+    monkeypatch.delenv("HRM_ALPACA_FILE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub is out of reach
+    result = runner.invoke(app, ["--db", str(db_path), "run", experiment, "--no-start-scheduler"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {experiment}: no Alpaca records"), result.output
+    assert "--data-file" in lines[0] and _queued(db_path) == 0
+
+
+def test_alpaca_from_the_environment_must_exist(db_path, monkeypatch, tmp_path):
+    monkeypatch.setenv("HRM_ALPACA_FILE", str(tmp_path / "gone.json"))
+    result = runner.invoke(app, ["--db", str(db_path), "run", "cascade", "--no-start-scheduler"])
+    assert result.exit_code == 1 and "Alpaca data file not found" in result.output and _queued(db_path) == 0
+    (tmp_path / "gone.json").write_text("[]")
+    ok = runner.invoke(app, ["--db", str(db_path), "run", "cascade", "--no-start-scheduler"])
+    assert ok.exit_code == 0, ok.output
+    assert _queued(db_path) == 1

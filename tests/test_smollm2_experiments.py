@@ -193,3 +193,31 @@ def test_cascade_corrected_context_two_stages(files):
     s = e.summary_metrics()
     assert s["compute_ctx_pct"] >= s["compute_pct"]
     assert s["llm0_hard_val_ppl"] == pytest.approx(s1["input_hard_val_ppl"])
+
+
+def test_token_progress_is_throttled_and_ends_at_the_total():
+    from core.smollm2.progress import TokenProgress
+
+    now = [0.0]
+    e = RecordingEmitter()
+    p = TokenProgress(e, "frozen base pass", 1000, every_s=5, log_every_s=60, clock=lambda: now[0])
+    for step in range(1, 11):  # 100 tokens every 2 s
+        now[0] = 2.0 * step
+        p.update(100 * step)
+    infos = [x["fields"]["progress"] for x in e.of("info")]
+    assert [i["tokens_done"] for i in infos] == [300, 600, 900, 1000]  # every >= 5 s, and the end
+    assert infos[0] == {"phase": "frozen base pass", "tokens_done": 300, "tokens_total": 1000, "tokens_per_s": 50.0,
+                        "eta_s": 14.0, "elapsed_s": 6.0}
+    assert infos[-1]["eta_s"] == 0.0 and not e.of("log")  # 20 s: no log line yet
+    now[0] = 70.0
+    p.update(500)
+    assert e.of("log")[-1]["message"] == "frozen base pass: 500/1,000 tokens (50 %), 7 tokens/s, ETA 1m10s"
+
+
+def test_cascade_reports_the_base_pass_progress(files):
+    e = _run(CASCADE, variant="corrected", recipe="000", num_samples=40, seq_len=32, stages=1, epochs=1, **files)
+    progress = [x["fields"]["progress"] for x in e.of("info") if "progress" in x["fields"]]
+    s = e.summary_metrics()
+    assert progress and progress[-1]["tokens_done"] == progress[-1]["tokens_total"] == s["train_tokens"] + s["val_tokens"]
+    assert any(x["message"].startswith("frozen base pass over") for x in e.of("log"))
+

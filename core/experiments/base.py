@@ -21,11 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from core.runtime import Emitter, RecordingEmitter, resolve_device, seed_everything, torch_threads
 
 __all__ = [
-    "Emitter", "Experiment", "ExperimentConfig", "RecordingEmitter", "Variant",
+    "Emitter", "Experiment", "ExperimentConfig", "RecordingEmitter", "Unavailable", "Variant",
     "resolve_device", "seed_everything", "torch_threads",
 ]
 
 Variant = Literal["published", "corrected"]
+
+
+class Unavailable(RuntimeError):
+    """What a run needs is not on this machine (data, model, network): refused at submit, exit 1."""
 
 
 class ExperimentConfig(BaseModel):
@@ -53,6 +57,13 @@ class ExperimentConfig(BaseModel):
             if local and not os.path.exists(os.path.expanduser(value)):
                 raise ValueError(f"--{name.replace('_', '-')}: {value!r} does not exist")
         return self
+
+    def preflight(self) -> None:
+        """Checks that ask the machine rather than the values (data reachable, files present).
+
+        Raise :class:`Unavailable` with one line that says what to do. Called once when a run is
+        submitted (``core.api.submit``), not on every validation (forms validate while you type).
+        """
 
 
 @dataclass(frozen=True)

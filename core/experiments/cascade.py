@@ -150,6 +150,7 @@ def run(config: CascadeConfig, emit: Emitter) -> None:
     from core.smollm2.alpaca import load_records, pipeline_c, pipeline_d
     from core.smollm2.model import EXPECTED_ADDON_PARAMS, EXPECTED_BASE_PARAMS, count_params, load_base
     from core.smollm2.ops import cos_stats, ppl, run_frozen
+    from core.smollm2.progress import TokenProgress
 
     seed_everything(config.seed)
     effective = config.effective()
@@ -196,10 +197,14 @@ def run(config: CascadeConfig, emit: Emitter) -> None:
     xv, yv = data.val[:, :-1], data.val[:, 1:]
     ebs = 16 if cuda else 8
     fast = {"autocast": torch.bfloat16, "compiled": True} if (config.extract == "fast" and cuda) else {}
+    # Minutes on a CPU before the first epoch: tokens done / total, rate and ETA go to info.progress and the log.
+    progress = TokenProgress(emit, "frozen base pass", int(yt.numel() + yv.numel()))
+    emit.log(f"frozen base pass over {progress.total:,} tokens on {device}")
     bt = run_frozen(lm, input_ids=xt, labels=yt, rule=config.cos_rule, batch_size=ebs, cos_dtype=cos_dtype,
-                    keep_hidden=True, layer_cos=config.layer_stats, layer_cos_dtype=cos_dtype, **fast)
+                    keep_hidden=True, layer_cos=config.layer_stats, layer_cos_dtype=cos_dtype,
+                    on_batch=progress.part(0), **fast)
     bv = run_frozen(lm, input_ids=xv, labels=yv, rule=config.cos_rule, batch_size=ebs, cos_dtype=cos_dtype,
-                    keep_hidden=True, **fast)
+                    keep_hidden=True, on_batch=progress.part(int(yt.numel())), **fast)
     extract_tps = (bt.tokens + bv.tokens) / (bt.seconds + bv.seconds)
     base_val_ppl = ppl(float(bv.ce.double().mean()))
     base_val_acc = 100.0 * float(bv.correct.double().mean())

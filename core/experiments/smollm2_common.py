@@ -7,9 +7,15 @@ listing the catalog does not import torch or transformers.
 
 from __future__ import annotations
 
+import os
+import socket
+from urllib.parse import urlparse
+
 from pydantic import Field
 
-from core.experiments.base import ExperimentConfig
+from core.experiments.base import ExperimentConfig, Unavailable
+
+ALPACA_HUB_DATASET = "tatsu-lab/alpaca"
 
 #: The reports' base model (the same id as ``core.smollm2.model.DEFAULT_MODEL_ID``).
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -21,3 +27,27 @@ class SmolLM2Config(ExperimentConfig):
     data_file: str = Field("", max_length=1000,
                            description="Alpaca JSON list (instruction/input/output); empty: $HRM_ALPACA_FILE, then the hub")
     data_seed: int = Field(42, ge=0, le=2**31 - 1, description="seed of the pipeline C sample permutation")
+
+    def preflight(self) -> None:
+        """Refuse a run with no Alpaca records to read: no data file, no $HRM_ALPACA_FILE, hub out of reach."""
+        path = self.data_file or os.environ.get("HRM_ALPACA_FILE", "")
+        if path:
+            if not os.path.isfile(os.path.expanduser(path)):
+                raise Unavailable(f"Alpaca data file not found: {path} (from $HRM_ALPACA_FILE)")
+            return
+        if not _hub_answers():
+            raise Unavailable(
+                f"no Alpaca records: the hub dataset {ALPACA_HUB_DATASET} is out of reach and no data file is given; "
+                "pass --data-file PATH.json (a JSON list of instruction/input/output records) or set HRM_ALPACA_FILE")
+
+
+def _hub_answers(timeout: float = 2.0) -> bool:
+    """One TCP connection to the Hugging Face endpoint (False in offline mode): seconds, not the client's retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -269,6 +269,7 @@ def run_frozen(
     store_device: str | torch.device | None = None,
     forward_tokens: int | None = None,
     compiled: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> BasePass:
     """Batched forward of a frozen causal LM over [N, T] ids (or [N, T, D] embeddings).
 
@@ -280,7 +281,8 @@ def run_frozen(
     layers, CE and per-layer cos through ``torch.compile`` (CUDA only; float-noise differences, bf16
     rounding differences under autocast; ~15 s of compilation once per process and shape, so worth
     it for large extractions only; the last batch is padded to keep one shape). ``seconds`` covers
-    the forwards, the statistics and the final transfer.
+    the forwards, the statistics and the final transfer. ``on_batch(tokens_done, tokens_total)`` is
+    called after each forward (on CUDA the forwards are queued, so ``tokens_done`` may run ahead).
     """
     device = next(lm.parameters()).device
     store = torch.device(store_device) if store_device is not None else device
@@ -312,6 +314,8 @@ def run_frozen(
             if y.shape[0] != real:
                 part = {k: (v[:, :real] if k == "lc" else v[:real]) for k, v in part.items()}
             parts.append(part)
+            if on_batch is not None:
+                on_batch(min(s + rows, n) * labels.shape[1], n * labels.shape[1])
 
     def gather(key: str, dim: int = 0) -> torch.Tensor:
         return torch.cat([p[key] for p in parts], dim=dim).to(store)
