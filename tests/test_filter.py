@@ -6,13 +6,18 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 
-from core.registry import store
+from core.registry import open_database, store
+from tests.pg_fixture import pg_server, pg_url  # noqa: F401
 from core.registry.filter import FilterError, compile_filter, parse
 
 
 @pytest.fixture
 def runs(db):
     """Five runs with different configs, statuses, tags and metrics; returns their ids in order."""
+    return make_runs(db)
+
+
+def make_runs(db) -> list[int]:
     ids = []
     specs = [
         ("lpt", {"lr": 1e-3, "layers": 4, "method": "lpt-sum", "noisy": False}, ["sweep-1"], "completed", [14.0, 11.5]),
@@ -40,7 +45,7 @@ def select_ids(db, where: str) -> list[int]:
     return sorted(r.id for r in store.list_runs(db, where=where))
 
 
-@pytest.mark.parametrize("where, expected", [
+SELECTIONS = [
     ("best_val_ppl < 12", [0]),
     ("best_val_ppl < 12 and config.lr == 1e-3 and tag == 'sweep-1'", [0]),
     ("config.lr == 1e-3", [0, 2, 4]),
@@ -72,7 +77,10 @@ def select_ids(db, where: str) -> list[int]:
     ("experiment ~ 'asc'", [4]),
     ("imported == false", [0, 1, 2, 3, 4]),
     ("note == null", [0, 1, 2, 3, 4]),
-])
+]
+
+
+@pytest.mark.parametrize("where, expected", SELECTIONS)
 def test_filter_selects_the_runs_it_says(db, runs, where, expected):
     assert select_ids(db, where) == [runs[i] for i in expected]
 
@@ -223,3 +231,18 @@ def test_cli_tag_and_note(db, db_path, runs):
         bad = _hrm(db_path, *args)
         assert bad.exit_code == code, (args, bad.output)
         assert bad.output.startswith("error: ") and len(bad.output.strip().splitlines()) == 1
+
+
+def test_the_same_selections_on_postgresql(pg_url):
+    """PostgreSQL reads config through JSONB and compares text, numbers and booleans the same way."""
+    db = open_database(pg_url, create=True)
+    try:
+        runs = make_runs(db)
+        for where, expected in SELECTIONS:
+            assert select_ids(db, where) == [runs[i] for i in expected], where
+        for attack in ("x'; DROP TABLE run; --", "' OR '1'='1"):
+            quoted = "'" + attack.replace("'", "\\'") + "'"
+            assert select_ids(db, f"config.method == {quoted} or tag == {quoted}") == []
+        assert len(store.list_runs(db)) == 5
+    finally:
+        db.dispose()
