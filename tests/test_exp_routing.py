@@ -88,6 +88,22 @@ def test_forward_exits_share_one_head():
         model(x, (5,))
 
 
+def test_head_after_each_block_or_after_the_stack_gives_the_same_logits():
+    x = torch.randint(0, 30, (2, 16))
+    stacks = {where: build_exit_stack(30, 16, 3, 2, seed=5, head_after=where) for where in ("stack", "block")}
+    out = {where: model(x, exits=(1, 3)) for where, model in stacks.items()}
+    assert sorted(out["block"]) == [1, 3]
+    for e in (1, 3):
+        assert torch.equal(out["stack"][e], out["block"][e])
+    grads = {}
+    for where, model in stacks.items():
+        sum(o.logsumexp(-1).mean() for o in out[where].values()).backward()
+        grads[where] = model.output_head.weight.grad
+    assert torch.allclose(grads["stack"], grads["block"], atol=1e-6)
+    with pytest.raises(ValueError, match="head_after"):
+        ExitStackLM(30, head_after="middle")
+
+
 def test_route_uses_shallow_at_or_above_threshold():
     shallow = torch.log(torch.tensor([[[0.8, 0.2], [0.6, 0.4], [0.9, 0.1]]]))
     deep = torch.zeros(1, 3, 2)

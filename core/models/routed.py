@@ -20,6 +20,7 @@ inits first (consuming the RNG); only the amount consumed matters, not the order
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +46,22 @@ class ExitStackLM(nn.Module):
 
     :meth:`forward` returns the logits of the requested exits (1-based block numbers), each computed by
     the shared head on that block's output. No final norm (the blocks are post-norm).
+
+    ``head_after``: ``"stack"`` (default, the report's order) runs every needed block first and then the
+    head on each exit; ``"block"`` applies the head as soon as an exit's block has run. The logits are the
+    same; autograd accumulates the head's gradient in another order, which moves the last float bits
+    (report 004's Exp 11 digits need ``"stack"``).
     """
 
-    def __init__(self, vocab_size: int, d_model: int = 64, n_layers: int = 4, n_heads: int = 4) -> None:
+    def __init__(self, vocab_size: int, d_model: int = 64, n_layers: int = 4, n_heads: int = 4, *,
+                 head_after: Literal["stack", "block"] = "stack") -> None:
         super().__init__()
+        if head_after not in ("stack", "block"):
+            raise ValueError(f"head_after must be 'stack' or 'block', not {head_after!r}")
         self.vocab_size = vocab_size
         self.d_model = d_model
         self.n_layers = n_layers
+        self.head_after = head_after
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.layers = nn.ModuleList([Block(d_model, n_heads) for _ in range(n_layers)])
         self.output_head = nn.Linear(d_model, vocab_size, bias=False)
@@ -77,19 +87,25 @@ class ExitStackLM(nn.Module):
             raise ValueError(f"exits must lie in 1..{self.n_layers}, got {wanted}")
         hidden = self.embedding(x)
         states: dict[int, torch.Tensor] = {}
+        logits: dict[int, torch.Tensor] = {}
         for number, block in enumerate(self.layers[: wanted[-1]], start=1):
             hidden = block(hidden)
             states[number] = hidden
+            if self.head_after == "block" and number in wanted:
+                logits[number] = self.output_head(hidden)
+        if self.head_after == "block":
+            return logits
         return {e: self.output_head(states[e]) for e in wanted}
 
 
 def build_exit_stack(
-    vocab_size: int, d_model: int = 64, n_layers: int = 4, n_heads: int = 4, seed: int | None = None
+    vocab_size: int, d_model: int = 64, n_layers: int = 4, n_heads: int = 4, seed: int | None = None, *,
+    head_after: Literal["stack", "block"] = "stack",
 ) -> ExitStackLM:
     """Seed (if given: ``torch.manual_seed`` only, the rest of the RNGs are irrelevant here), build, init I-A."""
     if seed is not None:
         torch.manual_seed(seed)
-    model = ExitStackLM(vocab_size, d_model, n_layers, n_heads)
+    model = ExitStackLM(vocab_size, d_model, n_layers, n_heads, head_after=head_after)
     model.init_ia()
     return model
 
