@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from core.registry import RunStatus, open_database, store
+from core.registry import RunStatus, open_database, resolve_db_url, store
 from core.registry.db import Database
 from core.registry.emitter import RegistryEmitter
 from core.registry.tracked import add_tags, create_tracked_run, run_state
@@ -176,6 +176,22 @@ class Tracker:
         store.finish_run(self.db, self.run_id, status, error=error, stderr_tail=tail)
 
 
+_OPENED: dict[str, Database] = {}
+"""Registries this process opened, by URL: a notebook starting many runs opens (and checks) each once."""
+
+
+def _database(db: str | None, *, create: bool) -> Database:
+    url = resolve_db_url(db)
+    if url in _OPENED:
+        return _OPENED[url]
+    try:
+        database = open_database(url, create=create)
+    except Exception as exc:  # noqa: BLE001 - RegistryError and driver errors alike: one line
+        raise TrackingError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    _OPENED[url] = database
+    return database
+
+
 def start(db: str | None = None, *, experiment: str | None = None, config: Mapping[str, Any] | None = None,
           tags: Sequence[str] = (), headline: str | None = "best_val_ppl", run_id: int | None = None) -> Tracker:
     """A :class:`Tracker`: attached to ``run_id`` (default ``$HRM_RUN_ID`` when ``db`` is not given),
@@ -192,11 +208,7 @@ def start(db: str | None = None, *, experiment: str | None = None, config: Mappi
         if not raw.isdigit():
             raise TrackingError(f"${RUN_ID_ENV}={raw!r} is not a run id")
         run_id = int(raw)
-    url = db or os.environ.get(DB_ENV)
-    try:
-        database = open_database(url, create=run_id is None)
-    except Exception as exc:  # noqa: BLE001 - RegistryError and driver errors alike: one line
-        raise TrackingError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    database = _database(db or os.environ.get(DB_ENV), create=run_id is None)
     if run_id is not None:
         state = run_state(database, run_id)
         if state is None:
