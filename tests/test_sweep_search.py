@@ -159,3 +159,17 @@ def test_cli_search_errors_write_nothing(db_path):
         assert result.exit_code == 2, (args, result.output)
         assert fragment in result.output, (args, result.output)
     assert not db_path.exists()
+
+
+@pytest.mark.slow
+def test_a_stopped_driver_reattaches_to_its_running_trials(db, scheduler):
+    plan = plan_search("smoke", ["epochs=int(3,5)"], objective="val_ppl:min", fixed=["sleep=0.2"], search="random",
+                       trials=2, parallel=2, seed=5, tag="resumed")
+    with pytest.raises(api.UserError, match="timed out with 2 trial"):
+        run_search(db, plan, start_scheduler=False, poll=0.1, timeout=0.01)
+    first = {r.id for r in store.list_runs(db, tag="resumed")}
+    assert len(first) == 2  # queued by the first driver, which stopped
+    study = run_search(db, plan, start_scheduler=False, poll=0.1, timeout=240)
+    assert {r.id for r in store.list_runs(db, tag="resumed")} == first  # re-attached, nothing queued twice
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "COMPLETE"]
+    assert {t.user_attrs["hrm_run_id"] for t in study.get_trials()} == first
