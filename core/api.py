@@ -164,7 +164,7 @@ def worker_output_since(db: Database, run_id: int, after_id: int = 0) -> list[di
 def require_run(db: Database, run_id: int) -> Run:
     run = store.get_run(db, run_id)
     if run is None:
-        raise UserError(f"run {run_id} does not exist in {db.url}", 1)
+        raise UserError(f"run {run_id} does not exist in {db.safe_url}", 1)
     return run
 
 
@@ -447,7 +447,7 @@ def edit_tags(db: Database, run_id: int, *, add: Sequence[str] = (), remove: Seq
         edit_tags_check(tag)
     tags = store.set_tags(db, run_id, add=add, remove=remove)
     if tags is None:
-        raise UserError(f"run {run_id} does not exist in {db.url}", 1)
+        raise UserError(f"run {run_id} does not exist in {db.safe_url}", 1)
     return tags
 
 
@@ -456,7 +456,7 @@ def set_note(db: Database, run_id: int, note: str | None) -> Run:
     if note is not None and len(note) > 10_000:
         raise UserError("a note is at most 10,000 characters", 2)
     if not store.set_note(db, run_id, note or None):
-        raise UserError(f"run {run_id} does not exist in {db.url}", 1)
+        raise UserError(f"run {run_id} does not exist in {db.safe_url}", 1)
     return require_run(db, run_id)
 
 

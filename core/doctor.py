@@ -42,7 +42,7 @@ def check_registry(db: str | None) -> list[Check]:
         return [Check("registry", FAIL, f"{url}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")]
     runs = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
     scheduler = f"{len(alive)} scheduler(s) alive" if alive else "no scheduler alive"
-    return [Check("registry", OK, f"{database.url}: {runs}; {scheduler}")]
+    return [Check("registry", OK, f"{database.safe_url}: {runs}; {scheduler}")]
 
 
 def check_plugins() -> list[Check]:

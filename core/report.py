@@ -55,7 +55,7 @@ def write_report(db: Database, report: str, out_dir: str | Path, *, variant: str
     tables = {rec["id"]: store.result_tables(db, rec["id"]) for rec in _unique_runs(comparison)}
 
     lines = [f"# Report {report} regenerated: {doc['title']}", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{db.url}` — variant **{variant}**"
+             f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{db.safe_url}` — variant **{variant}**"
              + (f", runs tagged `{tag}`" if tag else "") + f". Published source: {doc['source']}.", "",
              f"**{summary_line(comparison.summary)}**. Each number: published | ours | Δ (ours − published); "
              "✗ marks a number outside its tolerance class (digits = to the printed digit, close = ±1 % or ±1 in the "

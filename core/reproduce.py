@@ -369,7 +369,7 @@ def compare_report(db: Database, report: str, *, variant: str = "published", exp
     for key, run_id in (use or {}).items():
         found = api.list_records(db, ids=[run_id])
         if not found:
-            raise api.UserError(f"run {run_id} does not exist in {db.url}", 1)
+            raise api.UserError(f"run {run_id} does not exist in {db.safe_url}", 1)
         matches[key] = found[0]
         if key not in keys:
             keys.append(key)

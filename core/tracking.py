@@ -103,7 +103,7 @@ class Tracker:
             state = run_state(self.db, self.run_id)
             if state is None:
                 self.finished = True
-                raise RunCancelled(f"run {self.run_id} was deleted from {self.db.url}")
+                raise RunCancelled(f"run {self.run_id} was deleted from {self.db.safe_url}")
             status, cancel_requested = state
             if cancel_requested or RunStatus(status).is_terminal:
                 if not RunStatus(status).is_terminal:
@@ -212,7 +212,7 @@ def start(db: str | None = None, *, experiment: str | None = None, config: Mappi
     if run_id is not None:
         state = run_state(database, run_id)
         if state is None:
-            raise TrackingError(f"run {run_id} does not exist in {database.url}")
+            raise TrackingError(f"run {run_id} does not exist in {database.safe_url}")
         if RunStatus(state[0]).is_terminal:
             raise TrackingError(f"run {run_id} is already {state[0]}")
         fields: dict[str, Any] = {"script_config": config} if config else {}

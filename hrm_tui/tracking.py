@@ -44,7 +44,7 @@ class Run:
 
     def __repr__(self) -> str:
         state = "finished" if self.finished else "attached" if self.attached else "running"
-        return f"<hrm run {self.id} ({state}) in {self._tracker.db.url}>"
+        return f"<hrm run {self.id} ({state}) in {self._tracker.db.safe_url}>"
 
     @property
     def id(self) -> int:

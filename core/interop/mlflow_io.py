@@ -82,7 +82,7 @@ def export_mlflow(db: Database, run_ids: Sequence[int], uri: str) -> list[str]:
             experiment = client.get_experiment_by_name(name)
             experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
             tags = {"hrm.run_id": str(record["id"]), "hrm.experiment": record["experiment"],
-                    "hrm.registry": db.url, "hrm.tags": ",".join(record["tags"]), "hrm.status": record["status"]}
+                    "hrm.registry": db.safe_url, "hrm.tags": ",".join(record["tags"]), "hrm.status": record["status"]}
             if record.get("note"):
                 tags["mlflow.note.content"] = record["note"]
             started = _ms(record, "started_at") or _ms(record, "created_at")

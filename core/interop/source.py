@@ -25,7 +25,7 @@ def collect(db: Database, run_ids: Sequence[int]) -> list[RunData]:
     runs = {r.id: r for r in store.list_runs(db, ids=list(dict.fromkeys(run_ids)))}
     missing = [i for i in run_ids if i not in runs]
     if missing:
-        raise UserError(f"run {missing[0]} does not exist in {db.url}", 1)
+        raise UserError(f"run {missing[0]} does not exist in {db.safe_url}", 1)
     latest = store.latest_metrics(db, list(runs))
     rows = store.metrics_of(db, list(runs))
     by_run: dict[int, list[dict[str, Any]]] = {i: [] for i in runs}

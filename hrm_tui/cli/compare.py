@@ -177,7 +177,7 @@ def compare(
         found = {r["id"]: r for r in api.list_records(database, ids=list(runs))}
         missing = [str(i) for i in runs if i not in found]
         if missing:
-            raise api.UserError(f"no run {', '.join(missing)} in {database.url}", 1)
+            raise api.UserError(f"no run {', '.join(missing)} in {database.safe_url}", 1)
         records = [found[i] for i in dict.fromkeys(runs)]
     else:
         records = api.list_records(database, experiment=experiment, tag=tag, last=last, where=where)
@@ -185,7 +185,7 @@ def compare(
         if not records:
             what = " ".join(x for x in (f"experiment {experiment}" if experiment else "", f"tag {tag}" if tag else "",
                                         f"--where {where!r}" if where else "") if x)
-            raise api.UserError(f"no runs with {what} in {database.url}", 1)
+            raise api.UserError(f"no runs with {what} in {database.safe_url}", 1)
     if tag and not sort:
         from core.sweep_search import recorded_objective
 
@@ -197,7 +197,7 @@ def compare(
     if baseline is not None and baseline not in {r["id"] for r in records}:
         base = api.list_records(database, ids=[baseline])
         if not base:
-            raise api.UserError(f"no run {baseline} in {database.url}", 1)
+            raise api.UserError(f"no run {baseline} in {database.safe_url}", 1)
         records = base + records
     if aggregate is None:
         aggregate = bool(tag) and any(len(g) > 1 for g in cmp.seed_groups(records))
