@@ -538,6 +538,13 @@ def attempts(db: Database, run_id: int) -> list[dict[str, Any]]:
     return _attempts(db, run_id)
 
 
+def attempt_fields(db: Database, run_id: int) -> dict[str, Any]:
+    """``{"attempts": [...], "checkpoint": {...} | None}``: what ``hrm show`` adds about resuming."""
+    from core.registry.attempts import show_fields
+
+    return show_fields(db, run_id)
+
+
 def checkpoint(run: Run) -> dict[str, Any] | None:
     """The run's newest checkpoint as recorded by its worker: {seq, stage, epoch, score, path, bytes, ...}."""
     import json

@@ -243,11 +243,19 @@ class Checkpoints:
 
     # -- writing --
     def save(self, state: Mapping[str, Any], *, stage: int = 0, epoch: int = 0, stage_done: bool = False,
-             score: float | None = None) -> Path:
-        """Save ``state`` (plus the RNG states) as the newest checkpoint; returns its folder."""
+             score: float | None = None) -> Path | None:
+        """Save ``state`` (plus the RNG states) as the newest checkpoint; returns its folder.
+
+        Returns None (and saves nothing) when ``cursor`` cannot say where the recorded events stand
+        (the registry is unreachable and events wait in the worker's spool): a checkpoint whose
+        events might be lost on resume would be worse than one checkpoint fewer.
+        """
         from safetensors.torch import save as save_tensors
 
         started = time.perf_counter()
+        cursor = self.cursor() if self.cursor else {}
+        if cursor is None:
+            return None
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
         existing = self.folders()
@@ -261,7 +269,7 @@ class Checkpoints:
             "stage_done": bool(stage_done),
             "score": None if score is None or not math.isfinite(score) else float(score),
             "saved_at": time.time(),
-            "cursor": dict(self.cursor()) if self.cursor else {},
+            "cursor": dict(cursor),
             "state": encoder.encode(dict(state)),
             "rng": encoder.encode(capture_rng()),
         }

@@ -24,6 +24,7 @@ from core.paths import run_dir
 from core.registry import RunStatus, store
 from core.registry import attempts as attempt_store
 from core.registry.db import Database
+from core.registry.outage import is_transient
 from core.retry_policy import classify
 
 log = logging.getLogger("hrm.resume")
@@ -59,24 +60,37 @@ def resume(db: Database, run_id: int):
 
 # --- the worker's side ----------------------------------------------------------------------------
 
-def attach_checkpoints(db: Database, run: Any, emit: Any, *, previous_info: str | None = None) -> Checkpoints:
+def attach_checkpoints(db: Database, run: Any, emit: Any) -> Checkpoints:
     """Give ``emit`` the run's checkpoint store; on a resumed attempt, cut the series back to the checkpoint.
 
-    ``previous_info`` is the run's ``info_json`` before this attempt started: facts that the
-    experiment emitted only early on (e.g. in its first epoch) are carried over.
+    Facts the experiment emitted only early on (e.g. in its first epoch) are carried over from the
+    previous attempt's ``info``, saved when it was requeued.
     """
-    checkpoints = Checkpoints(
-        checkpoint_dir(db, run.id),
-        cursor=lambda: attempt_store.event_cursor(db, run.id),
-        on_saved=lambda saved: attempt_store.set_checkpoint(db, run.id, saved),
-        resume=run.attempt > 1,
-    )
+
+    def cursor() -> dict[str, int] | None:
+        if getattr(emit, "pending", False):  # events wait in the spool: no exact cursor, no checkpoint now
+            return None
+        try:
+            return attempt_store.event_cursor(db, run.id)
+        except Exception as exc:
+            if is_transient(exc):
+                return None
+            raise
+
+    def saved(info: dict[str, Any]) -> None:
+        try:
+            attempt_store.set_checkpoint(db, run.id, info)
+        except Exception as exc:  # the checkpoint is on disk; the registry learns of the next one
+            if not is_transient(exc):
+                raise
+
+    checkpoints = Checkpoints(checkpoint_dir(db, run.id), cursor=cursor, on_saved=saved, resume=run.attempt > 1)
     if run.attempt > 1:
         point = checkpoints.resume_point()
         removed = attempt_store.truncate_events(db, run.id, point.cursor if point else None)
         if point is None:
             attempt_store.set_checkpoint(db, run.id, None)
-        carried = json.loads(previous_info or "{}")
+        carried = attempt_store.previous_info(db, run.id)
         current = json.loads(store.get_run(db, run.id).info_json or "{}")
         resumed_from = None if point is None else {"stage": point.stage, "epoch": point.epoch, "seq": point.seq}
         store.merge_info(db, run.id, {**{k: v for k, v in carried.items() if k not in current},

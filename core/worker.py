@@ -313,7 +313,7 @@ def execute(db_url: str, run_id: int) -> int:
         emit.info(**run_info(config))
         from core.resume import attach_checkpoints  # checkpoints; a resumed attempt continues from the newest
 
-        attach_checkpoints(db, run, emit, previous_info=run.info_json)
+        attach_checkpoints(db, run, emit)
         experiment.run(config, emit)
     except Cancelled:
         current = store.get_run(db, run_id)

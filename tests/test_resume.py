@@ -171,3 +171,29 @@ def test_lpt_resumed_from_a_checkpoint_ends_with_exactly_the_uninterrupted_numbe
     events, point = _interrupted_then_resumed(tmp_path, "lpt", config, die_at=(0, 4))
     assert point.epoch == 3
     assert _numbers(events) == _numbers(whole.events)
+
+
+SMALL_GROWING = dict(variant="published", n_layers=3, d_model=32, max_epochs=2, patience=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("die_at", [(2, 2), (3, 1)], ids=["mid-stage", "at-a-stage-boundary"])
+def test_progressive_resumed_mid_stage_or_at_a_stage_boundary_matches_the_uninterrupted_run(tmp_path, die_at):
+    experiment = get_experiment("progressive")
+    config = experiment.make_config(**SMALL_GROWING)
+    whole = RecordingEmitter()
+    experiment.run(config, whole)
+    events, point = _interrupted_then_resumed(tmp_path, "progressive", config, die_at=die_at)
+    assert (point.stage, point.stage_done) == ((2, False) if die_at == (2, 2) else (2, True))
+    assert _numbers(events) == _numbers(whole.events)
+
+
+@pytest.mark.slow
+def test_greedy_layerwise_resumed_in_its_fine_tune_stage_matches_the_uninterrupted_run(tmp_path):
+    experiment = get_experiment("greedy-layerwise")
+    config = experiment.make_config(**SMALL_GROWING)
+    whole = RecordingEmitter()
+    experiment.run(config, whole)
+    events, point = _interrupted_then_resumed(tmp_path, "greedy-layerwise", config, die_at=(4, 2))
+    assert (point.stage, point.epoch) == (4, 1)
+    assert _numbers(events) == _numbers(whole.events)

@@ -40,7 +40,7 @@ def _layers(n: int) -> str:
 def run(config: GreedyLayerwiseConfig, emit: Emitter) -> None:
     from core.experiments.base import seed_everything
     from core.models.growable import GrowableCharLM
-    from core.training.growing import load_data, setup_torch, train_stage
+    from core.training.growing import StageCheckpoints, load_data, setup_torch, train_stage
 
     device = setup_torch(config)
     published = config.variant == "published"
@@ -53,9 +53,11 @@ def run(config: GreedyLayerwiseConfig, emit: Emitter) -> None:
 
     seed_everything(config.seed)
     model = GrowableCharLM(data.vocab_size, config.d_model, config.n_heads, config.init_std).to(device)
+    progress = StageCheckpoints(emit)  # a checkpoint every epoch and stage; a resumed run continues
     common = dict(
         weight_decay=config.weight_decay, clip=config.clip, max_epochs=config.max_epochs,
         patience=config.patience, lpt=False, restore_best=not published, device=device,
+        progress=progress,
     )
 
     if config.method == "scratch":
@@ -63,7 +65,7 @@ def run(config: GreedyLayerwiseConfig, emit: Emitter) -> None:
             model.add_block()
         params, trainable = model.param_counts()
         emit.info(params=params, trainable_params=trainable)
-        result = train_stage(model, data, emit, stage=0, lr=config.lr, **common)
+        result = progress.finished(0, model) or train_stage(model, data, emit, stage=0, lr=config.lr, **common)
         emit.log(f"scratch {_layers(config.n_layers)}: best val PPL {result.best_val_ppl:.2f} @{result.best_epoch}")
         return
 
@@ -72,8 +74,10 @@ def run(config: GreedyLayerwiseConfig, emit: Emitter) -> None:
         model.add_block(freeze_existing=True, freeze_embedding=published and k == 1)
         params, trainable = model.param_counts()
         emit.info(params=params, trainable_params=trainable)
-        emit.stage(k, _layers(k), epochs=config.max_epochs)
-        result = train_stage(model, data, emit, stage=k, lr=config.lr, **common)
+        result = progress.finished(k, model)  # a resumed run skips the stages it had finished
+        if result is None:
+            emit.stage(k, _layers(k), epochs=config.max_epochs)
+            result = train_stage(model, data, emit, stage=k, lr=config.lr, **common)
         emit.log(
             f"greedy {_layers(k)}: {params:,} params / {trainable:,} trainable, "
             f"best val PPL {result.best_val_ppl:.2f} @{result.best_epoch} (stopped @{result.epochs})"
@@ -84,8 +88,10 @@ def run(config: GreedyLayerwiseConfig, emit: Emitter) -> None:
         model.unfreeze_all()
         params, trainable = model.param_counts()
         emit.info(params=params, trainable_params=trainable)
-        emit.stage(config.n_layers + 1, "fine-tune", epochs=config.max_epochs)
-        result = train_stage(model, data, emit, stage=config.n_layers + 1, lr=config.finetune_lr, **common)
+        result = progress.finished(config.n_layers + 1, model)
+        if result is None:
+            emit.stage(config.n_layers + 1, "fine-tune", epochs=config.max_epochs)
+            result = train_stage(model, data, emit, stage=config.n_layers + 1, lr=config.finetune_lr, **common)
         emit.log(f"greedy + fine-tune: best val PPL {result.best_val_ppl:.2f} @{result.best_epoch}")
     emit.summary({k: v for k, v in result.metrics().items() if k != "epochs"} | {
         "greedy_best_val_ppl": greedy.best_val_ppl,

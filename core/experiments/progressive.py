@@ -39,7 +39,7 @@ def _layers(n: int) -> str:
 def run(config: ProgressiveConfig, emit: Emitter) -> None:
     from core.experiments.base import seed_everything
     from core.models.growable import GrowableCharLM
-    from core.training.growing import load_data, setup_torch, train_stage
+    from core.training.growing import StageCheckpoints, load_data, setup_torch, train_stage
 
     device = setup_torch(config)
     published = config.variant == "published"
@@ -53,9 +53,11 @@ def run(config: ProgressiveConfig, emit: Emitter) -> None:
 
     seed_everything(config.seed)
     model = GrowableCharLM(data.vocab_size, config.d_model, config.n_heads, config.init_std).to(device)
+    progress = StageCheckpoints(emit)  # a checkpoint every epoch and stage; a resumed run continues
     common = dict(
         lr=config.lr, weight_decay=config.weight_decay, clip=config.clip, max_epochs=config.max_epochs,
         patience=config.patience, lpt=lpt, restore_best=not published, device=device,
+        progress=progress,
     )
 
     if config.method.startswith("scratch"):
@@ -63,7 +65,7 @@ def run(config: ProgressiveConfig, emit: Emitter) -> None:
             model.add_block()
         params, trainable = model.param_counts()
         emit.info(params=params, trainable_params=trainable)
-        result = train_stage(model, data, emit, stage=0, **common)
+        result = progress.finished(0, model) or train_stage(model, data, emit, stage=0, **common)
         emit.log(f"{config.method}: best val PPL {result.best_val_ppl:.2f} @{result.best_epoch}")
         return
 
@@ -72,8 +74,10 @@ def run(config: ProgressiveConfig, emit: Emitter) -> None:
         model.add_block()
         params, trainable = model.param_counts()
         emit.info(params=params, trainable_params=trainable)
-        emit.stage(k, _layers(k), epochs=config.max_epochs)
-        result = train_stage(model, data, emit, stage=k, **common)
+        result = progress.finished(k, model)  # a resumed run skips the stages it had finished
+        if result is None:
+            emit.stage(k, _layers(k), epochs=config.max_epochs)
+            result = train_stage(model, data, emit, stage=k, **common)
         first = first or result
         emit.log(
             f"{config.method} {_layers(k)}: {params:,} params, best val PPL {result.best_val_ppl:.2f} "

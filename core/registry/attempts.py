@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
+from core.registry.attempt_view import attempt_records, checkpoint_record
 from core.registry.db import Database
 from core.registry.models import RunAttempt, RunStatus
 from core.registry.store import LATEST, METRIC, RUN, TABLE, _executemany, _run, _UPSERT_LATEST
@@ -38,7 +39,7 @@ def requeue(db: Database, run_id: int, *, by: str = "resume",
         conn.execute(ATTEMPT.insert().values(
             run_id=run_id, attempt=row.attempt, status=row.status, started_at=row.started_at,
             finished_at=row.finished_at, host=row.host, gpu=row.gpu, exit_code=row.exit_code, error=row.error,
-            epoch=row.epoch, stage=row.stage, requeued_at=now, requeued_by=by))
+            epoch=row.epoch, stage=row.stage, requeued_at=now, requeued_by=by, info_json=row.info_json or "{}"))
         values: dict[str, Any] = dict(
             status=RunStatus.QUEUED.value, attempt=row.attempt + 1, cancel_requested=False, pid=None,
             exit_code=None, error=None, stderr_tail=None, finished_at=None, updated_at=now)
@@ -53,16 +54,26 @@ def requeue(db: Database, run_id: int, *, by: str = "resume",
 
 def attempts(db: Database, run_id: int) -> list[dict[str, Any]]:
     """Every attempt of a run, oldest first: the archived ones, then the current one (from the run row)."""
+    return show_fields(db, run_id)["attempts"]
+
+
+def show_fields(db: Database, run_id: int) -> dict[str, Any]:
+    """``attempts`` and ``checkpoint`` as ``hrm show --json`` prints them (:mod:`core.registry.attempt_view`)."""
     with db.read() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(
+        archived = [dict(r._mapping) for r in conn.execute(
             select(ATTEMPT).where(ATTEMPT.c.run_id == run_id).order_by(ATTEMPT.c.attempt))]
         run = conn.execute(select(RUN).where(RUN.c.id == run_id)).first()
-    if run is not None:
-        rows.append({"run_id": run_id, "attempt": run.attempt, "status": run.status, "started_at": run.started_at,
-                     "finished_at": run.finished_at, "host": run.host, "gpu": run.gpu, "exit_code": run.exit_code,
-                     "error": run.error, "epoch": run.epoch, "stage": run.stage, "requeued_at": None,
-                     "requeued_by": None})
-    return rows
+    run_row = dict(run._mapping) if run is not None else {}
+    return {"attempts": attempt_records(archived, run_row) if run is not None else [],
+            "checkpoint": checkpoint_record(run_row.get("checkpoint_json"))}
+
+
+def previous_info(db: Database, run_id: int) -> dict[str, Any]:
+    """The ``info`` of the run's previous attempt, as it was when that attempt was requeued."""
+    with db.read() as conn:
+        raw = conn.execute(select(ATTEMPT.c.info_json).where(ATTEMPT.c.run_id == run_id)
+                           .order_by(ATTEMPT.c.attempt.desc()).limit(1)).scalar()
+    return json.loads(raw or "{}")
 
 
 def event_cursor(db: Database, run_id: int) -> dict[str, int]:

@@ -150,4 +150,14 @@ def run_details(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
               for t in _rows(conn, "SELECT * FROM resulttable WHERE run_id = ? ORDER BY id", [run_id])]
     record["metrics"] = metrics
     record["tables"] = tables
+    record.update(_attempts(conn, run_id))
     return record
+
+
+def _attempts(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
+    """``attempts`` and ``checkpoint`` of ``hrm show --json`` (shaped by :mod:`core.registry.attempt_view`)."""
+    from core.registry.attempt_view import attempt_records, checkpoint_record
+
+    run = _rows(conn, "SELECT * FROM run WHERE id = ?", [run_id])[0]
+    archived = _rows(conn, "SELECT * FROM runattempt WHERE run_id = ? ORDER BY attempt", [run_id])
+    return {"attempts": attempt_records(archived, run), "checkpoint": checkpoint_record(run.get("checkpoint_json"))}

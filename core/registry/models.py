@@ -99,6 +99,8 @@ class RunAttempt(SQLModel, table=True):
     requeued_at: float = 0.0
     requeued_by: str = "resume"
     """``resume`` (a user's ``hrm resume``) or ``retry-policy`` (the scheduler, after an infrastructure failure)."""
+    info_json: str = "{}"
+    """The attempt's ``run.info`` when it was requeued (the next attempt carries over what it does not emit again)."""
 
 
 class Metric(SQLModel, table=True):

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+from core.errors import UserError
 from core.registry import RegistryError, open_database
 from core.scheduler import Scheduler, SchedulerAlreadyRunning, Slots
 from core.scheduler.loop import HEARTBEAT_STALE_AFTER, WORKER_STALE_AFTER
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds without renewing its lease after which this scheduler counts as gone")
     parser.add_argument("--once", action="store_true")
     parser.add_argument("--idle-exit", type=float, default=None)
+    parser.add_argument("--retries", type=int, default=0, help="default automatic resumes after an infrastructure failure")
+    parser.add_argument("--on-finish", default=None, help="default command run when a run ends ('cmd {run_id} {status}')")
+    parser.add_argument("--webhook", default=None, help="default URL that receives a JSON body when a run ends")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     url = args.db or os.environ.get(DB_URL_ENV)
@@ -39,10 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from core.resume import EndPolicy, check_policy
+
+    try:  # bad hooks are refused before the registry is touched
+        check_policy(max_retries=args.retries, on_finish=args.on_finish, webhook=args.webhook)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    policy = EndPolicy(retries=args.retries, on_finish=args.on_finish, webhook=args.webhook)
     try:
         db = open_database(url, create=True)
         Scheduler(db, slots, name=args.name, stale_after=args.stale_after, lease_after=args.lease_after, once=args.once,
-                  idle_exit=args.idle_exit).run()
+                  idle_exit=args.idle_exit, end_policy=policy).run()
     except (RegistryError, SchedulerAlreadyRunning) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ Data: ``published`` uses pipeline B (toy-fox, quirk B11) with val PPL = exp(mean
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from core.checkpoint import checkpoints_for
 from core.runtime import Emitter, resolve_device
 from core.models.growable import GrowableCharLM, layer_losses, lm_loss
 from core.training.loop import EarlyStopping, train_epoch
@@ -89,6 +91,41 @@ class StageResult:
                 "trainable_params": float(self.trainable_params)}
 
 
+class StageCheckpoints:
+    """Checkpoints of a staged (growing) run: after every epoch and at every stage's end.
+
+    A resumed run asks :meth:`finished` for each stage: stages that ended before the checkpoint
+    are not trained again (their results come from the checkpoint, and at the last of them the
+    model and the RNGs are put back, before the next stage grows the model); the stage the
+    checkpoint was taken in continues inside :func:`train_stage` from the epoch after it.
+    """
+
+    def __init__(self, emit: Emitter) -> None:
+        self.checkpoints = checkpoints_for(emit)
+        self.point = self.checkpoints.resume_point()
+        done = self.point.state["done"] if self.point is not None else []
+        self.done: dict[int, StageResult] = {int(k): StageResult(**v) for k, v in done}
+
+    def finished(self, stage: int, model: GrowableCharLM) -> StageResult | None:
+        """The result of ``stage`` if it ended before the resume point (restoring the model after the last one)."""
+        point = self.point
+        if point is None or (stage, True) > (point.stage, point.stage_done):
+            return None
+        if stage == point.stage:  # the checkpoint was taken at this stage's end: continue right after it
+            model.load_state_dict(point.state["model"])
+            point.restore_rng()
+        return self.done[stage]
+
+    def mid_stage(self, stage: int):
+        """The checkpoint to continue ``stage`` from, when it was taken during that stage."""
+        point = self.point
+        return point if point is not None and point.stage == stage and not point.stage_done else None
+
+    def save(self, stage: int, epoch: int, state: dict[str, Any], *, stage_done: bool, score: float) -> None:
+        done = [[k, dataclasses.asdict(r)] for k, r in sorted(self.done.items())]
+        self.checkpoints.save({**state, "done": done}, stage=stage, epoch=epoch, stage_done=stage_done, score=score)
+
+
 def train_stage(
     model: GrowableCharLM,
     data: GrowingData,
@@ -103,8 +140,12 @@ def train_stage(
     lpt: bool,
     restore_best: bool,
     device: str,
+    progress: StageCheckpoints | None = None,
 ) -> StageResult:
-    """Train ``model`` for one stage; emits per-epoch metrics, per-layer training CEs and the stage summary."""
+    """Train ``model`` for one stage; emits per-epoch metrics, per-layer training CEs and the stage summary.
+
+    With ``progress``, a checkpoint is saved after every epoch and at the stage's end, and a stage
+    interrupted mid-way continues from its checkpoint."""
     params, trainable = model.param_counts()
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
@@ -118,7 +159,17 @@ def train_stage(
 
     val_ppl = math.inf
     epoch = 0
-    for epoch in range(1, max_epochs + 1):
+    point = progress.mid_stage(stage) if progress is not None else None
+    if point is not None:  # weights, optimizer and counters of the interrupted epoch, then the RNGs
+        model.load_state_dict(point.state["model"])
+        optimizer.load_state_dict(point.state["optimizer"])
+        stopper.load_state_dict(point.state["stopper"])
+        epoch, val_ppl = point.epoch, point.state["val_ppl"]
+        point.restore_rng()
+    for epoch in range(epoch + 1, max_epochs + 1):
+        if stopper.should_stop:  # the checkpoint was taken on the epoch that stopped the stage
+            epoch -= 1
+            break
         metrics = train_epoch(model, data.train, optimizer, loss_fn, clip=clip or None, device=device)
         val_loss, val_ppl = evaluate(model, data.val, device=device, token_weighted=data.token_weighted)
         stopper.update(epoch, val_ppl, model)
@@ -129,6 +180,10 @@ def train_stage(
             stage=stage, total=max_epochs,
         )
         emit.layers(epoch, {i: {"loss": metrics[f"layer_{i}"]} for i in range(1, n_layers + 1)}, stage=stage)
+        if progress is not None:
+            progress.save(stage, epoch, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                         "stopper": stopper.state_dict(), "val_ppl": val_ppl},
+                          stage_done=False, score=val_ppl)
         if stopper.should_stop:
             break
     final = val_ppl
@@ -137,6 +192,9 @@ def train_stage(
         _, final = evaluate(model, data.val, device=device, token_weighted=data.token_weighted)
     result = StageResult(stopper.best, stopper.best_epoch, epoch, final, params, trainable)
     emit.summary(result.metrics(), stage=stage)
+    if progress is not None:
+        progress.done[stage] = result
+        progress.save(stage, epoch, {"model": model.state_dict()}, stage_done=True, score=result.best_val_ppl)
     return result
 
 

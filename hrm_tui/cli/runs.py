@@ -138,15 +138,20 @@ def show(ctx: typer.Context, run_id: RunIdArgument, json_out: JsonOption = False
     record = api.list_records(database, ids=[run_id])[0]
     rows = store.metrics(database, run_id)
     tables = store.result_tables(database, run_id)
+    resumed = api.attempt_fields(database, run_id)
     if json_out:
         record["metrics"] = rows
         record["tables"] = tables
+        record.update(resumed)
         print_json({"schema": "hrm.run/v1", "run": record}, expand=3)
         return
+    from core.registry.attempt_view import describe
     from hrm_tui import render
 
     screen = console()
     screen.print(render.run_header(record))
+    for line in describe(resumed["attempts"], resumed["checkpoint"]):
+        screen.print(line, markup=False, highlight=False)
     for table in (render.epoch_table(rows), *render.layer_tables(rows), render.summary_table(record["latest"])):
         if table is not None:
             screen.print(table)
