@@ -147,9 +147,11 @@ class _OutputPump(threading.Thread):
             while self.kept - len(self.tail[0]) >= self.keep:
                 self.kept -= len(self.tail.popleft())
 
+    def text(self) -> str:
+        return b"".join(self.tail).decode("utf-8", "replace")
+
     def last_line(self) -> str:
-        text = b"".join(self.tail).decode("utf-8", "replace")
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        lines = [line.strip() for line in self.text().splitlines() if line.strip()]
         return lines[-1][:300] if lines else ""
 
 
@@ -200,7 +202,10 @@ def run(config: ExecConfig, emit: Emitter) -> None:
     if code != 0:
         how = f"killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
         last = pump.last_line()
-        raise CommandFailed(f"command {how}" + (f": {last}" if last else ""))
+        failure = CommandFailed(f"command {how}" + (f": {last}" if last else ""))
+        if hasattr(failure, "add_note"):  # the run's stderr tail (the worker's traceback) ends with the command's own
+            failure.add_note("--- the command's last output ---\n" + pump.text()[-3000:].rstrip())
+        raise failure
 
 
 EXPERIMENT = Experiment(
