@@ -21,6 +21,7 @@ runner = CliRunner()
 def no_background_scheduler(monkeypatch):
     started: list[str] = []
     monkeypatch.setattr(api, "ensure_scheduler", lambda db: started.append(db.url) or 4242)
+    monkeypatch.setattr(api, "start_background_scheduler", lambda db, **_: started.append(db.url) or 4242)
     return started
 
 

@@ -325,7 +325,7 @@ def _run_context(base: BasePass):
     from core.smollm2.train import train_sequences
 
     config, emit, lm, bt, bv, yt, yv = base.config, base.emit, base.lm, base.bt, base.bv, base.yt, base.yv
-    device, amp, cos_dtype, base_layers = base.device, base.amp, base.cos_dtype, base.base_layers
+    device, amp, base_layers = base.device, base.amp, base.base_layers
     yt_d, yv_d = yt.to(device), yv.to(device)
     cur_t, cur_v = bt, bv
     in_t = torch.ones_like(bt.cos, dtype=torch.bool)
@@ -533,11 +533,11 @@ def _run_length1(base: BasePass):
     import torch.nn.functional as F
 
     from core.smollm2.model import count_params
-    from core.smollm2.ops import cos_rule, length1_forward, length1_states, ppl, quantile
+    from core.smollm2.ops import cos_rule, length1_forward, length1_states, quantile
     from core.smollm2.train import train_tokens
 
     config, emit, lm, bt, bv, yt, yv = base.config, base.emit, base.lm, base.bt, base.bv, base.yt, base.yv
-    device, amp, cos_dtype, base_layers = base.device, base.amp, base.cos_dtype, base.base_layers
+    device, amp, base_layers = base.device, base.amp, base.base_layers
     D = bt.h_out.shape[-1]
     hr = config.hard_ratio
     rule = config.cos_rule
