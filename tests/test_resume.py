@@ -197,3 +197,82 @@ def test_greedy_layerwise_resumed_in_its_fine_tune_stage_matches_the_uninterrupt
     events, point = _interrupted_then_resumed(tmp_path, "greedy-layerwise", config, die_at=(4, 2))
     assert (point.stage, point.epoch) == (4, 1)
     assert _numbers(events) == _numbers(whole.events)
+
+
+# --- through the real scheduler, worker and CLI ---------------------------------------------------------
+
+def _recorded(db, run_id):
+    """(kind, stage, epoch, layer, key, value) of every metric row, in order, wall-clock times left out."""
+    from core.registry import store
+
+    return [(r["kind"], r["stage"], r["epoch"], r["layer"], r["key"], r["value"])
+            for r in store.metrics(db, run_id) if r["key"] != "epoch_time_s"]
+
+
+def _latest(db, run_id):
+    from core.registry import store
+
+    return sorted((r["stage"], r["key"], r["last"], r["last_epoch"], r["min"], r["min_epoch"], r["max"], r["count"])
+                  for r in store.latest_metrics(db, [run_id])[run_id] if r["key"] != "epoch_time_s")
+
+
+def _kill_after_checkpoint(db, run_id, epoch):
+    """SIGKILL the run's worker (its whole process group) once it has checkpointed ``epoch``."""
+    from core.registry import store
+    from tests.conftest import wait_for
+
+    def checkpointed():
+        run = store.get_run(db, run_id)
+        saved = json.loads(run.checkpoint_json) if run.checkpoint_json else None
+        return run.pid if saved and saved["epoch"] >= epoch and run.status == "running" else None
+
+    pid = wait_for(checkpointed, timeout=300, interval=0.02)
+    os.killpg(pid, signal.SIGKILL)
+    return pid
+
+
+@pytest.mark.slow
+def test_lpt_killed_with_sigkill_resumes_by_hand_and_by_retry_policy_to_the_uninterrupted_numbers(db, tmp_path):
+    from core import api
+    from core.registry import store
+    from tests.conftest import start_scheduler, subprocess_env, wait_for
+
+    config = dict(SMALL_LPT, max_epochs=6, patience=6)
+    whole = api.submit(db, "lpt", config)
+    by_hand = api.submit(db, "lpt", config)
+    retried = api.submit(db, "lpt", config)
+    api.set_run_policy(db, retried.id, max_retries=1)
+    scheduler = start_scheduler(db.url, "--max-parallel", "1")
+    try:
+        wait_for(lambda: store.get_run(db, whole.id).status == "completed", timeout=300)
+        _kill_after_checkpoint(db, by_hand.id, 3)
+        wait_for(lambda: store.get_run(db, by_hand.id).status == "failed", timeout=60)
+        assert store.get_run(db, by_hand.id).attempt == 1, "no retries were asked for: it stays failed"
+        _kill_after_checkpoint(db, retried.id, 3)
+        wait_for(lambda: store.get_run(db, retried.id).status == "completed", timeout=300)
+
+        cli = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(tmp_path / "runs.db"), "resume", str(by_hand.id),
+                              "--wait", "--no-start-scheduler"], env=subprocess_env(), capture_output=True, text=True,
+                             timeout=300)
+        assert cli.returncode == 0, cli.stderr
+    finally:
+        scheduler.terminate()
+        scheduler.wait(30)
+
+    expected = _recorded(db, whole.id)
+    assert sum(1 for row in expected if row[0] == "epoch" and row[4] == "val_ppl") == 6
+    for run_id, how in ((by_hand.id, "resume"), (retried.id, "retry-policy")):
+        run = store.get_run(db, run_id)
+        assert run.status == "completed" and run.attempt == 2
+        assert _recorded(db, run_id) == expected, f"run {run_id} ({how}) differs from the uninterrupted run"
+        assert _latest(db, run_id) == _latest(db, whole.id)
+        attempts = api.attempts(db, run_id)
+        assert [(a["attempt"], a["status"], a["requeued_by"]) for a in attempts] == [(1, "failed", how), (2, "completed", None)]
+        assert "SIGKILL" in attempts[0]["error"] and attempts[0]["epoch"] >= 3
+        info = json.loads(run.info_json)
+        assert info["resumed_from"]["epoch"] >= 3 and "params_without_gradient" in info
+
+    shown = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(tmp_path / "runs.db"), "show", str(retried.id),
+                            "--json"], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    record = json.loads(shown.stdout)["run"]
+    assert [a["attempt"] for a in record["attempts"]] == [1, 2] and record["checkpoint"]["epoch"] == 6
