@@ -98,6 +98,8 @@ def test_client_run_records_every_event(db_path):
     assert sorted((r["epoch"], r["layer"]) for r in metric_rows(db, run.id, "layer")) == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert store.result_tables(db, run.id)[0]["rows"] == [{"threshold": 0.5, "exit_pct": 12.5}]
     assert api.list_records(db, experiment="my-exp")[0]["latest"]["val_ppl"]["min"] == 5.0
+    with pytest.raises(api.UserError, match="recorded by a script"):
+        api.retry(db, run.id)
 
 
 def test_client_bad_calls_raise_one_line_and_write_nothing(db_path):

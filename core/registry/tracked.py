@@ -22,6 +22,8 @@ from core.registry.models import Run, RunStatus, RunTag
 RUN = Run.__table__
 TAG = RunTag.__table__
 SCRIPT_HOST_SUFFIX = " (script)"
+SCRIPT_SLOT = "script"
+"""The ``gpu`` column of a script's own run: it holds no scheduler slot (and cannot be retried by hrm)."""
 
 
 def script_host() -> str:
@@ -43,7 +45,7 @@ def create_tracked_run(db: Database, experiment: str, config: Mapping[str, Any],
         "updated_at": now,
         "host": script_host(),
         "pid": pid,
-        "gpu": "script",
+        "gpu": SCRIPT_SLOT,
         "headline_key": headline_key,
         "info_json": json.dumps(dict(info), default=str),
     }
