@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from core.errors import UserError
 from core.experiments import UnknownExperiment, catalog, get_experiment
+from core.registry.tracked import SCRIPT_SLOT
 from core.experiments.base import Unavailable
 from core.experiments.schema import describe
 from core.paths import worker_log
@@ -337,6 +338,9 @@ def retry(db: Database, run_id: int) -> Run:
     run = require_run(db, run_id)
     if getattr(run, "imported_from", None):
         raise UserError(f"run {run_id} was imported ({run.imported_from}): a read-only record cannot be retried", 1)
+    if run.gpu == SCRIPT_SLOT:
+        raise UserError(f"run {run_id} was recorded by a script (hrm_tui.init), not queued: run the script again, "
+                        "or queue it with hrm exec", 1)
     return submit(db, run.experiment, dict(run.config), tags=run.tags, retry_of=run_id)
 
 
