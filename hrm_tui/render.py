@@ -265,6 +265,18 @@ def experiments_table(entries: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
+def last_epochs(rows: Sequence[Mapping[str, Any]], count: int) -> list[Mapping[str, Any]]:
+    """The metric rows of the newest ``count`` (stage, epoch) pairs: whole epochs, not a row count."""
+    keep: set[tuple[Any, Any]] = set()
+    for row in reversed(rows):
+        key = (row.get("stage"), row.get("epoch"))
+        if key not in keep:
+            if len(keep) == count:
+                break
+            keep.add(key)
+    return [row for row in rows if (row.get("stage"), row.get("epoch")) in keep]
+
+
 def follow_view(record: Mapping[str, Any], epochs: list[Mapping[str, Any]], layers: Mapping[int, Mapping[str, float]],
                 logs: list[str]) -> Group:
     """The live ``--follow`` view: status line, progress bar, last epochs, latest per-layer values."""
@@ -280,7 +292,7 @@ def follow_view(record: Mapping[str, Any], epochs: list[Mapping[str, Any]], laye
         bar.add_row(ProgressBar(total=total, completed=progress.get("epoch") or 0, width=40),
                     Text(f"{progress.get('epoch') or 0}/{total} epochs", style="dim"))
         parts.append(bar)
-    table = epoch_table(epochs[-12:], title="epochs")
+    table = epoch_table(last_epochs(epochs, 12), title="epochs")
     if table is not None:
         parts.append(table)
     if layers:

@@ -163,7 +163,7 @@ def test_hrm_run_wait_and_follow_from_a_shell(db_path):
     env = subprocess_env()
     ok = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "run", "smoke", "--epochs", "2", "--wait"],
                         capture_output=True, text=True, env=env, timeout=120)
-    assert ok.returncode == 0 and ok.stdout == "" and ok.stderr == "", ok.stderr
+    assert ok.returncode == 0 and ok.stdout == "1\n" and "run 1 completed" in ok.stderr, ok.stderr
     bad = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "run", "smoke", "--fail-at-epoch", "1",
                           "--wait"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 1

@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (module, attribute, short help shown by `hrm --help`)
     "run": ("hrm_tui.cli.run", "run_group", "Validate a config and queue a run of an experiment."),
     "ls": ("hrm_tui.cli.runs", "list_runs", "List runs, newest first."),
+    "follow": ("hrm_tui.cli.follow", "follow", "Watch a run live until it ends (Ctrl-C stops watching, not the run)."),
     "show": ("hrm_tui.cli.runs", "show", "A run in full: config, status, timings, per-epoch and per-layer tables."),
     "logs": ("hrm_tui.cli.runs", "logs", "The run's log: worker output (stdout/stderr), followed live with -f."),
     "cancel": ("hrm_tui.cli.runs", "cancel", "Cancel a run (graceful SIGTERM, then SIGKILL after a grace period)."),

@@ -83,15 +83,21 @@ def _readable_json(value: Any, expand: int, pad: str) -> str:
     return "[\n" + ",\n".join(items) + "\n" + pad + "]"
 
 
+BACKGROUND_IDLE_EXIT_S = 300.0
+"""How long a scheduler started by ``hrm run`` stays after the queue drains (said at submit)."""
+
+
 def ensure_scheduler(db, start: bool, *, quiet: bool) -> None:
-    """Start a background scheduler when none is alive (or say how to start one)."""
+    """Start this host's background scheduler when none is alive (or say how to start one)."""
     from core import api
 
     if api.scheduler_alive(db, name=api.local_scheduler_name()):
         return
     if start:
-        pid = api.start_background_scheduler(db)
+        pid = api.start_background_scheduler(db, idle_exit=BACKGROUND_IDLE_EXIT_S)
         if not quiet:
-            err_console().print(f"[dim]started a background scheduler (pid {pid}); it exits when idle[/dim]")
+            err_console().print(f"[dim]started a background scheduler (pid {pid}); it exits after "
+                                f"{BACKGROUND_IDLE_EXIT_S / 60:g} min with nothing to run[/dim]",
+                                highlight=False, soft_wrap=True)
     elif not quiet:
         err_console().print("[yellow]no scheduler is running:[/yellow] start one with `hrm scheduler`")

@@ -306,13 +306,9 @@ def reproduce(
 
 
 def _start_scheduler(database, start: bool) -> None:
-    if not start:
-        if not api.scheduler_alive(database):
-            err_console.print("[yellow]no scheduler is running:[/yellow] start one with `hrm scheduler`")
-        return
-    pid = api.ensure_scheduler(database)
-    if pid is not None:
-        err_console.print(f"[dim]started a background scheduler (pid {pid}); it exits when idle[/dim]")
+    from hrm_tui.cli.common import ensure_scheduler
+
+    ensure_scheduler(database, start, quiet=False)
 
 
 # --- hrm report -------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ def _common_run_parameters() -> list[inspect.Parameter]:
         opt("hrm_db", Optional[str], None, "--db", help="registry path or URL",
             show_default="root --db, $HRM_DB or ./runs.db"),
         opt("hrm_follow", bool, False, "--follow", "-f", help="stream the run's metrics until it ends"),
-        opt("hrm_wait", bool, False, "--wait", help="block until the run ends; exit 0 only if it completed"),
+        opt("hrm_wait", bool, False, "--wait",
+            help="block until the run ends, then print its result; exit 0 only if it completed"),
         opt("hrm_tags", list[str], [], "--tag", "-t", help="tag the run (repeatable)"),
         opt("hrm_priority", int, 0, "--priority", help="higher runs first"),
         opt("hrm_start", bool, True, "--start-scheduler/--no-start-scheduler",
@@ -65,14 +66,18 @@ def make_run_command(name: str):
         db = api.open_registry(db_arg, create=True)
         run = api.submit(db, name, kwargs, tags=tags, priority=priority, host=host)
         api.set_run_policy(db, run.id, **policy)
-        if wait:
-            ensure_scheduler(db, start, quiet=True)
-            final = api.wait(db, run.id)
-            raise typer.Exit(0 if final.status == RunStatus.COMPLETED.value else 1)
-        err_console().print(f"run [bold]{run.id}[/bold] queued ({name}, {run.variant})")
+        err_console().print(f"run [bold]{run.id}[/bold] queued ({name}, {run.variant})"
+                            + ("; waiting for it to end" if wait and not follow else ""))
         if not sys.stdout.isatty():
             sys.stdout.write(f"{run.id}\n")
+            sys.stdout.flush()
         ensure_scheduler(db, start, quiet=False)
+        if wait and not follow:
+            from hrm_tui.cli.follow import result_line
+
+            final = api.wait(db, run.id)
+            err_console().print(result_line(api.list_records(db, ids=[run.id])[0], final.error), highlight=False)
+            raise typer.Exit(0 if final.status == RunStatus.COMPLETED.value else 1)
         if follow:
             from hrm_tui.cli.follow import follow_run
 
