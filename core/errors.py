@@ -12,3 +12,15 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class TrackingError(Exception):
+    """A tracking-client call that cannot be honoured (``hrm_tui.init`` and its run): one line.
+
+    A bad argument (a layer that is not an integer, a metric that is not a number), a call after
+    ``finish()``, a run that does not exist. Nothing is written when it is raised.
+    """
+
+
+class RunCancelled(TrackingError):
+    """``hrm cancel`` (or another process) ended the tracked run: the script should stop."""
