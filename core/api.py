@@ -562,3 +562,27 @@ def gc(db: Database, *, dry_run: bool = False):
     from core.run_gc import collect
 
     return collect(db, dry_run=dry_run)
+
+
+# --- plugins, doctor and the tracking client (hrm_tui.init) --------------------------------------
+
+def plugin_problems() -> list[str]:
+    """One line per ``hrm.experiments`` / ``hrm.reports`` entry point that was skipped, and why."""
+    from core.experiments import plugin_problems as experiment_problems
+    from core.plugins import report_plugins
+
+    return [p.line() for p in (*experiment_problems(), *report_plugins()[1])]
+
+
+def doctor(db: str | None):
+    """``hrm doctor``'s checks (:class:`core.doctor.Check`): registry, plugins, extras, data, GPU."""
+    from core.doctor import run_checks
+
+    return run_checks(db)
+
+
+def start_tracking(db: str | None = None, **options: Any):
+    """A :class:`core.tracking.Tracker` for ``hrm_tui.init`` (attaches to ``$HRM_RUN_ID`` or creates a run)."""
+    from core.tracking import start
+
+    return start(db, **options)
