@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from core.errors import RunCancelled, TrackingError
 from core.registry import RunStatus, open_database, resolve_db_url, store
 from core.registry.db import Database
 from core.registry.emitter import RegistryEmitter
@@ -33,14 +34,6 @@ DB_ENV = "HRM_DB"
 CANCEL_POLL_S = 2.0
 """How often (at most) a run of its own checks whether ``hrm cancel`` asked it to stop."""
 TRACEBACK_TAIL = 4000
-
-
-class TrackingError(Exception):
-    """A tracking call that cannot be honoured (bad argument, run finished, run not found): one line."""
-
-
-class RunCancelled(TrackingError):
-    """``hrm cancel`` (or another process) ended this run: the script should stop."""
 
 
 def _is_int(value: Any) -> bool:

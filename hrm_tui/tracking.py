@@ -27,7 +27,8 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from core.tracking import RunCancelled, Tracker, TrackingError, start
+from core.api import start_tracking
+from core.errors import RunCancelled, TrackingError
 
 __all__ = ["Run", "RunCancelled", "TrackingError", "init"]
 
@@ -39,7 +40,7 @@ _hooks_installed = False
 class Run:
     """A tracked run (what :func:`init` returns); also a context manager that ends it."""
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker) -> None:
         self._tracker = tracker
 
     def __repr__(self) -> str:
@@ -175,7 +176,7 @@ def init(experiment: str | None = None, config: Mapping[str, Any] | None = None,
     (shown and compared like an experiment's config); ``db`` a registry path or URL; ``headline`` the
     summary metric listings show; ``run_id`` attaches to that active run explicitly.
     """
-    run = Run(start(db, experiment=experiment, config=config, tags=tags, headline=headline, run_id=run_id))
+    run = Run(start_tracking(db, experiment=experiment, config=config, tags=tags, headline=headline, run_id=run_id))
     _OPEN.add(run)
     _install_hooks()
     return run

@@ -9,9 +9,9 @@ from hrm_tui.cli.common import DbOption, JsonOption, db_target, print_json
 
 def doctor(ctx: typer.Context, db: DbOption = None, json_out: JsonOption = False) -> None:
     """Check this installation: registry, plugins, optional extras, data files, GPUs."""
-    from core.doctor import FAIL, run_checks
+    from core import api
 
-    checks = run_checks(db_target(ctx, db))
+    checks = api.doctor(db_target(ctx, db))
     if json_out:
         print_json({"schema": "hrm.doctor/v1",
                     "checks": [{"area": c.area, "status": c.status, "detail": c.detail} for c in checks]})
@@ -19,5 +19,5 @@ def doctor(ctx: typer.Context, db: DbOption = None, json_out: JsonOption = False
         width = max(len(c.area) for c in checks)
         for c in checks:
             typer.echo(f"{c.status:<4}  {c.area:<{width}}  {c.detail}")
-    if any(c.status == FAIL for c in checks):
+    if any(c.status == "FAIL" for c in checks):
         raise typer.Exit(1)
