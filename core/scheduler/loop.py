@@ -97,12 +97,14 @@ def detect_gpus() -> tuple[str, ...]:
 class _ChangeWatch:
     """Has anyone committed to the registry since the last look? (SQLite: ``PRAGMA data_version``.)
 
-    Elsewhere it always says yes and the caller does its cheap read.
+    Elsewhere it says yes every ``interval`` seconds and the caller does its cheap read.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, interval: float = 0.1) -> None:
         self._conn = None
         self._version = None
+        self._interval = interval
+        self._last_yes = 0.0
         path = sqlite_path(db.url)
         if path is not None:
             try:
@@ -110,8 +112,17 @@ class _ChangeWatch:
             except sqlite3.Error:
                 self._conn = None
 
+    @property
+    def exact(self) -> bool:
+        """True when every commit is seen (SQLite): the idle pass can then be rare."""
+        return self._conn is not None
+
     def changed(self) -> bool:
         if self._conn is None:
+            now = time.monotonic()
+            if now - self._last_yes < self._interval:
+                return False
+            self._last_yes = now
             return True
         try:
             version = self._conn.execute("PRAGMA data_version").fetchone()[0]
@@ -136,7 +147,8 @@ class Scheduler:
         name: str | None = None,
         executor: Executor | None = None,
         poll: float = 0.5,
-        wake: float = 0.02,
+        idle_poll: float = 2.0,
+        wake: float = 0.03,
         grace: float = 10.0,
         stale_after: float = WORKER_STALE_AFTER,
         lease_after: float = HEARTBEAT_STALE_AFTER,
@@ -151,6 +163,7 @@ class Scheduler:
         self.host = socket.gethostname()
         self.name = name or self.host
         self.poll = poll
+        self.idle_poll = idle_poll
         self.wake = wake
         self.grace = grace
         self.stale_after = stale_after
@@ -196,9 +209,12 @@ class Scheduler:
                         last_renew = now
                     if self.fenced:
                         break
-                due = now - last_pass >= self.poll or any(self.executor.poll(h) is not None for h in self.workers.values())
+                every = self.poll if self.workers or not watch.exact else self.idle_poll
+                due = now - last_pass >= every or any(self.executor.poll(h) is not None for h in self.workers.values())
                 if not due and self._free_slot() is not None and watch.changed():
-                    due = self._guarded(lambda: store.has_claimable(self.db, name=self.name)) or False
+                    self._guarded(self.launch_ready)  # a new run: launch it now, the rest waits for the pass
+                    if self.workers:
+                        idle_since = time.monotonic()
                 if due:
                     started = time.monotonic()
                     self._guarded(self.step)

@@ -1,0 +1,105 @@
+"""Submit → first event latency with a live scheduler (issue #13: ≤ 0.4 s on an idle machine).
+
+One command: ``python benchmarks/bench_latency.py [--runs 10]``. It starts a scheduler on a fresh
+SQLite registry in a temporary folder, then, interleaved with bare ``python -c pass`` start-ups of
+the same interpreter (the baseline), queues ``smoke`` runs two ways and times each run's first
+event (the worker marking it ``running``, measured on one clock as ``started_at - t_submit``):
+
+- ``api.submit`` in this process: the scheduler's wake-up, claim, worker start and first write;
+- ``hrm run smoke --no-start-scheduler`` as a whole process: the same plus the CLI's start-up.
+
+Prints medians and their ratio to the bare start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core import api  # noqa: E402
+from core.registry import open_database, store  # noqa: E402
+
+TARGET_S = 0.4
+
+
+def bare_python() -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return time.perf_counter() - started
+
+
+def first_event(db, run_id: int, submitted: float, timeout: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = store.get_run(db, run_id)
+        if run.started_at is not None:
+            return run.started_at - submitted
+        time.sleep(0.005)
+    raise RuntimeError(f"run {run_id} did not start within {timeout} s")
+
+
+def wait_idle(db, run_id: int) -> None:
+    """Until the run ended and its worker process is gone (reaped): the next submit finds an idle scheduler."""
+    while not store.get_run(db, run_id).status.is_terminal:
+        time.sleep(0.02)
+    pid = store.get_run(db, run_id).pid
+    while os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.02)
+    time.sleep(0.2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    hrm = str(Path(sys.executable).with_name("hrm"))
+    with tempfile.TemporaryDirectory(prefix="hrm-latency-") as folder:
+        path = Path(folder) / "runs.db"
+        db = open_database(path, create=True)
+        scheduler = subprocess.Popen([sys.executable, "-P", "-m", "core.scheduler", "--db", str(path)], env=env,
+                                     cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while not api.scheduler_alive(db):
+                time.sleep(0.05)
+            warm = api.submit(db, "smoke", {"epochs": 1})  # page in the worker's modules once
+            first_event(db, warm.id, time.time())
+            wait_idle(db, warm.id)
+            bare, in_process, whole = [], [], []
+            for _ in range(args.runs):
+                bare.append(bare_python())
+                submitted = time.time()
+                run = api.submit(db, "smoke", {"epochs": 1, "layers": 1})
+                in_process.append(first_event(db, run.id, submitted))
+                wait_idle(db, run.id)
+                submitted = time.time()
+                out = subprocess.run([hrm, "--db", str(path), "run", "smoke", "--epochs", "1", "--no-start-scheduler"],
+                                     env=env, cwd=folder, capture_output=True, text=True, check=True)
+                run_id = int(out.stdout.split()[-1])
+                whole.append(first_event(db, run_id, submitted))
+                wait_idle(db, run_id)
+        finally:
+            scheduler.terminate()
+            scheduler.wait(20)
+            db.dispose()
+    base = statistics.median(bare)
+    print(f"bare `python -c pass`: median {base * 1000:.0f} ms over {len(bare)} (load average {os.getloadavg()[0]:.2f})")
+    for label, values in (("submit (api) -> first event", in_process), ("`hrm run smoke` process -> first event", whole)):
+        median = statistics.median(values)
+        verdict = "ok" if median <= TARGET_S else "over"
+        print(f"{label:42s} median {median * 1000:6.0f} ms  min {min(values) * 1000:6.0f} ms  "
+              f"= {median / base:4.1f}x bare python  (target {TARGET_S:.1f} s: {verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
