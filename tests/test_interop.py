@@ -245,3 +245,21 @@ def test_cli_export_and_import(db, db_path, trained, tmp_path):
     assert not (tmp_path / "none").exists() and not (tmp_path / "x").exists()
     dead = runner.invoke(app, ["--db", str(db_path), "import", "mlflow", f"http://127.0.0.1:{_closed_port()}"])
     assert dead.exit_code == 1 and "does not answer" in dead.output
+
+
+@pytest.mark.slow
+def test_a_failed_mlflow_export_keeps_nothing(db, trained, tmp_path):
+    """The second run carries a metric name MLflow refuses: the first run, already written, is removed."""
+    from mlflow.tracking import MlflowClient
+
+    plain, _ = trained
+    odd = api.submit(db, "smoke", {"epochs": 1})
+    store.append_metrics(db, odd.id, "epoch", {"top@1": 0.5}, epoch=1)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(api.UserError, match="failed \\(nothing kept\\)") as info:
+        api.export_runs(db, [plain, odd.id], "mlflow", uri)
+    assert info.value.exit_code == 1 and "top@1" in str(info.value)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("hrm/smoke")
+    assert client.search_runs([experiment.experiment_id]) == []  # no active run left behind
+    api.delete(db, odd.id)
