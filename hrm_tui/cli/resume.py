@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from hrm_tui.cli.common import DbOption, JsonOption, RunIdArgument, console, ensure_scheduler, err_console, print_json, registry
+from hrm_tui.cli.common import DbOption, JsonOption, RunIdArgument, ensure_scheduler, err_console, print_json, registry
 
 
 def resume(
@@ -59,8 +59,6 @@ def gc(
         print_json({"schema": "hrm.gc/v1", "dry_run": dry_run, "freed_bytes": report.freed_bytes,
                     "items": [{"path": str(i.path), "bytes": i.bytes, "reason": i.reason} for i in report.items]})
         return
-    out = console()
-    for item in report.items:
-        out.print(f"{'would remove' if dry_run else 'removed'} {item.path} ({human_bytes(item.bytes)}): {item.reason}",
-                  markup=False, highlight=False)
-    out.print(report.summary(), markup=False, highlight=False)
+    for item in report.items:  # plain lines (paths are long: never wrapped)
+        typer.echo(f"{'would remove' if dry_run else 'removed'} {item.path} ({human_bytes(item.bytes)}): {item.reason}")
+    typer.echo(report.summary())
