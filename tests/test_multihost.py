@@ -153,3 +153,46 @@ def test_sqlite_refuses_a_scheduler_of_another_machine(db):
     assert result.returncode == 1
     assert "some-other-machine" in result.stderr and "PostgreSQL" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_paused_scheduler_is_fenced_off_and_never_shares_a_gpu(db, tmp_path):
+    """SIGSTOP a scheduler past its lease: a second one of that name takes over (adopting the running
+    worker and its GPU); the first, resumed, finds its lease gone and exits without launching."""
+    first_run = api.submit(db, "smoke", {"epochs": 60, "sleep": 0.05})
+    second_run = api.submit(db, "smoke", {"epochs": 5})
+    first = start_named(db.url, "gpu-box", "--gpus", "0", "--lease-after", "2")
+    second = None
+    try:
+        wait_for(lambda: status_of(db, first_run.id) == "running")
+        first.send_signal(signal.SIGSTOP)
+        time.sleep(2.5)
+        second = start_named(db.url, "gpu-box", "--gpus", "0", "--lease-after", "2")
+        wait_for(lambda: any("adopted" in line["message"] for line in store.logs(db, first_run.id)), timeout=20)
+        first.send_signal(signal.SIGCONT)
+        assert first.wait(20) == 0
+        said = first.stderr.read()
+        assert "taken over" in said, said
+        wait_for(lambda: status_of(db, second_run.id) == "completed", timeout=60)
+    finally:
+        first.send_signal(signal.SIGCONT)
+        stop(first)
+        if second is not None:
+            stop(second)
+    one, two = store.get_run(db, first_run.id), store.get_run(db, second_run.id)
+    assert one.status == "completed" and one.gpu == two.gpu == "0"
+    assert two.started_at >= one.finished_at - 0.05, "two runs shared GPU 0 without --pack"
+
+
+def test_an_orphan_of_a_gone_host_is_resolved_with_cancel_force(db):
+    run = api.submit(db, "smoke", {"epochs": 2})
+    store.claim_next(db, host="container-1234", gpu="0")
+    store.mark_running(db, run.id, pid=424242, host="container-1234", info={})
+    plain = hrm("--db", db.url, "cancel", str(run.id))
+    assert plain.returncode == 0 and status_of(db, run.id) == "running", "a plain cancel only asks its scheduler"
+    forced = hrm("--db", db.url, "cancel", "--force", str(run.id))
+    assert forced.returncode == 0, forced.stderr
+    final = store.get_run(db, run.id)
+    assert final.status == "cancelled" and "by force" in final.error and "container-1234" in final.error
+    deleted = hrm("--db", db.url, "delete", str(run.id), "--yes")
+    assert deleted.returncode == 0 and store.get_run(db, run.id) is None, deleted.stderr
