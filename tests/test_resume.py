@@ -276,3 +276,35 @@ def test_lpt_killed_with_sigkill_resumes_by_hand_and_by_retry_policy_to_the_unin
                             "--json"], env=subprocess_env(), capture_output=True, text=True, timeout=120)
     record = json.loads(shown.stdout)["run"]
     assert [a["attempt"] for a in record["attempts"]] == [1, 2] and record["checkpoint"]["epoch"] == 6
+
+
+def test_hrm_resume_refuses_what_cannot_be_resumed_with_one_line(db, db_path):
+    from typer.testing import CliRunner
+
+    from core import api
+    from core.registry import RunStatus, store
+    from hrm_tui.cli import app
+
+    def hrm(*args):
+        return CliRunner().invoke(app, ["--db", str(db_path), *args])
+
+    done = api.submit(db, "smoke", {"epochs": 1})
+    store.finish_run(db, done.id, RunStatus.COMPLETED)
+    queued = api.submit(db, "smoke", {"epochs": 1})
+    failed = api.submit(db, "smoke", {"epochs": 1})
+    store.finish_run(db, failed.id, RunStatus.FAILED, error="worker killed by SIGKILL")
+    for args, message in (((str(done.id),), f"run {done.id} completed: nothing to resume"),
+                          ((str(queued.id),), f"run {queued.id} is queued"),
+                          (("999",), "run 999 does not exist"),
+                          ((str(failed.id), "--wait", "--follow"), "--follow and --wait cannot be combined")):
+        result = hrm("resume", *args, "--no-start-scheduler")
+        assert result.exit_code in (1, 2) and message in result.output and "Traceback" not in result.output
+    assert [r.attempt for r in store.list_runs(db)] == [1, 1, 1], "nothing was requeued"
+
+    result = hrm("resume", str(failed.id), "--no-start-scheduler")
+    assert result.exit_code == 0, result.output
+    run = store.get_run(db, failed.id)
+    assert (run.status, run.attempt) == ("queued", 2)
+    assert "from the start (no checkpoint recorded)" in result.output
+    again = hrm("resume", str(failed.id), "--no-start-scheduler")
+    assert again.exit_code == 1 and "is queued" in again.output
