@@ -70,6 +70,12 @@ def test_tensorboard_export_reads_back(db, trained, tmp_path):
     assert curve == [(epoch, pytest.approx(value, rel=1e-6)) for epoch, value in _val_ppl(db, plain)]
     assert [e.step for e in events.Scalars("layers/loss/2")] == [1, 2, 3, 4]
     assert events.Scalars("best_val_ppl")[0].step == 0
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+    content = events.PluginTagToContent("hparams")[hparams_metadata.SESSION_START_INFO_TAG]
+    hparams = hparams_metadata.parse_session_start_info_plugin_data(content).hparams
+    assert hparams["layers"].number_value == 3 and hparams["noisy"].bool_value is False
+    assert hparams["variant"].string_value == "corrected"
 
     staged_events = EventAccumulator(str(target / f"{staged}-smoke"))
     staged_events.Reload()

@@ -2,18 +2,20 @@
 
 Scalars are series named like the registry's keys (``val_ppl``, ``s2/val_ppl``) with the epoch as
 step; per-layer metrics become ``layers/<key>/<layer>`` series (TensorBoard groups them under
-``layers``); summaries are written at step 0. Each run's folder also holds its ``record.json``.
+``layers``); summaries are written at step 0. The config is written as the run's hyperparameters
+(the HParams tab compares runs by them). Each run's folder also holds its ``record.json``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from core.interop import require
-from core.interop.source import RunData, collect, series_name
+from core.interop.source import RunData, collect, flatten_record, series_name
 from core.interop.target import staged_folder
 from core.registry import Database
 
@@ -39,6 +41,8 @@ def _write_run(folder: Path, run: RunData, event_file_writer, event_pb2, summary
     (folder / "record.json").write_text(json.dumps(run.record, indent=2, default=str) + "\n")
     writer = event_file_writer.EventFileWriter(str(folder), flush_secs=3600)
     try:
+        first = float(run.metrics[0]["ts"]) if run.metrics else time.time()
+        writer.add_event(_hparams_event(run.record, first, event_pb2, summary_pb2))
         for row in run.metrics:
             value = summary_pb2.Summary.Value(tag=series_name(row), simple_value=float(row["value"]))
             step = 0 if row["kind"] == "summary" or row["epoch"] is None else int(row["epoch"])
@@ -46,3 +50,25 @@ def _write_run(folder: Path, run: RunData, event_file_writer, event_pb2, summary
                                              summary=summary_pb2.Summary(value=[value])))
     finally:
         writer.close()
+
+
+def _hparams_event(record, wall_time: float, event_pb2, summary_pb2):
+    """The HParams plugin's session-start summary holding the run's config (built without TensorFlow)."""
+    hp_metadata = require("tensorboard.plugins.hparams.metadata", package="tensorboard")
+    plugin_data = require("tensorboard.plugins.hparams.plugin_data_pb2", package="tensorboard")
+    info = plugin_data.SessionStartInfo(group_name=str(record["id"]))
+    for name, value in flatten_record(record).items():
+        if not name.startswith("config.") or value is None:
+            continue
+        key = name.removeprefix("config.")
+        if isinstance(value, bool):
+            info.hparams[key].bool_value = value
+        elif isinstance(value, (int, float)):
+            info.hparams[key].number_value = float(value)
+        else:
+            info.hparams[key].string_value = str(value)
+    content = plugin_data.HParamsPluginData(session_start_info=info)
+    value = summary_pb2.Summary.Value(tag=hp_metadata.SESSION_START_INFO_TAG,
+                                      metadata=hp_metadata.create_summary_metadata(content),
+                                      tensor=hp_metadata.NULL_TENSOR)
+    return event_pb2.Event(wall_time=wall_time, step=0, summary=summary_pb2.Summary(value=[value]))
