@@ -403,7 +403,7 @@ def nobody_to_run(db: Database, run: Run) -> str | None:
 
 
 def wait(db: Database, run_id: int, *, poll: float = 0.5, timeout: float | None = None,
-         dead_after: float = HEARTBEAT_STALE_AFTER) -> Run:
+         dead_after: float = 2 * HEARTBEAT_STALE_AFTER) -> Run:
     """Block until the run ends (or ``timeout``); returns the run.
 
     Raises :class:`UserError` when no scheduler can move it on for ``dead_after`` seconds (the

@@ -418,3 +418,31 @@ def test_twenty_submitters_eight_workers_and_a_polling_reader(db, db_path, tmp_p
     assert len(store.list_runs(db, ids=ids)) == 200
     assert all(r.status == RunStatus.COMPLETED for r in finals)
     assert run_dir(db, ids[0]).exists()
+
+
+def test_any_scheduler_settles_stale_runs_of_other_hosts_and_leaves_live_ones(db):
+    """Heartbeats decide, not host names: a stale run of a gone host is lost, a beating one is left alone."""
+    from sqlalchemy import update
+
+    from core.registry.store import RUN
+
+    gone, legacy, alive = (api.submit(db, "smoke", {}) for _ in range(3))
+    for run in (gone, legacy, alive):
+        store.claim_next(db, host="elsewhere", gpu="0")
+        store.mark_running(db, run.id, pid=4242 + run.id, host="elsewhere", info={})
+    now = time.time()
+    with db.write() as conn:
+        conn.execute(update(RUN).where(RUN.c.id == gone.id).values(heartbeat_at=now - 30))
+        # from an hrm without heartbeats: only its events tell it is alive
+        conn.execute(update(RUN).where(RUN.c.id == legacy.id).values(heartbeat_at=None, updated_at=now - 30))
+    scheduler = Scheduler(db, Slots(), name="here", stale_after=10)
+    scheduler.register()
+    scheduler.check_liveness()
+    assert status_of(db, gone.id) == "lost"
+    assert "no worker heartbeat for 30 s" in store.get_run(db, gone.id).error
+    assert status_of(db, legacy.id) == "running", "a run without heartbeats gets ten windows"
+    assert status_of(db, alive.id) == "running"
+    with db.write() as conn:
+        conn.execute(update(RUN).where(RUN.c.id == legacy.id).values(updated_at=now - 101))
+    scheduler.check_liveness()
+    assert status_of(db, legacy.id) == "lost"

@@ -112,16 +112,27 @@ def beat_worker(db: Database, run_id: int, *, pid: int, host: str) -> bool:
         ).rowcount == 1
 
 
+LEGACY_FACTOR = 10
+"""A run without heartbeats (started by an hrm from before them) counts as stale only after ten windows
+without any event: its worker may still be alive, just unable to beat."""
+
+
 def _last_sign_of_life():
-    return func.coalesce(RUN.c.heartbeat_at, RUN.c.started_at, RUN.c.updated_at)
+    return func.coalesce(RUN.c.heartbeat_at, RUN.c.updated_at, RUN.c.started_at)
+
+
+def _stale(now: float, stale_after: float):
+    return or_(
+        and_(RUN.c.heartbeat_at.isnot(None), RUN.c.heartbeat_at < now - stale_after),
+        and_(RUN.c.heartbeat_at.is_(None), func.coalesce(RUN.c.updated_at, RUN.c.started_at) < now - stale_after * LEGACY_FACTOR),
+    )
 
 
 def stale_running(db: Database, *, stale_after: float) -> list[dict[str, Any]]:
     """``running`` runs whose worker has not beaten within ``stale_after`` seconds (a read)."""
-    cutoff = time.time() - stale_after
     query = select(RUN.c.id, RUN.c.host, RUN.c.pid, RUN.c.scheduler_name, RUN.c.heartbeat_at,
                    _last_sign_of_life().label("last_seen")).where(
-        RUN.c.status == RunStatus.RUNNING.value, _last_sign_of_life() < cutoff)
+        RUN.c.status == RunStatus.RUNNING.value, _stale(time.time(), stale_after))
     with db.read() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
 
@@ -134,8 +145,7 @@ def mark_lost_if_stale(db: Database, run_id: int, *, stale_after: float, reason:
     now = time.time()
     with db.write() as conn:
         done = conn.execute(
-            update(RUN).where(RUN.c.id == run_id, RUN.c.status == RunStatus.RUNNING.value,
-                              _last_sign_of_life() < now - stale_after)
+            update(RUN).where(RUN.c.id == run_id, RUN.c.status == RunStatus.RUNNING.value, _stale(now, stale_after))
             .values(status=RunStatus.LOST.value, error=reason, finished_at=now, updated_at=now)
         ).rowcount == 1
         if done:
