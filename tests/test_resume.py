@@ -308,3 +308,15 @@ def test_hrm_resume_refuses_what_cannot_be_resumed_with_one_line(db, db_path):
     assert "from the start (no checkpoint recorded)" in result.output
     again = hrm("resume", str(failed.id), "--no-start-scheduler")
     assert again.exit_code == 1 and "is queued" in again.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, extra", [("irt", {"model": "irt"}), ("hrm", {}), ("infini-hrm", {"model": "infini-carry"})])
+def test_other_char_experiments_resume_exactly(tmp_path, name, extra):
+    experiment = get_experiment(name)
+    config = experiment.make_config(data="excerpt", max_epochs=4, patience=4, train_chars=2000, val_chars=600, **extra)
+    whole = RecordingEmitter()
+    experiment.run(config, whole)
+    events, point = _interrupted_then_resumed(tmp_path, name, config, die_at=(0, 3))
+    assert point.epoch == 2
+    assert _numbers(events) == _numbers(whole.events)
