@@ -81,35 +81,63 @@ def headline_value(record: Mapping[str, Any]) -> float | None:
     return value
 
 
-def runs_table(records: Sequence[Mapping[str, Any]]) -> Table:
-    """The run list: only the config keys that differ, and the headline under its own name."""
+RUN_COLUMNS = ("id", "status", "headline", "experiment", "progress", "config", "elapsed", "variant", "gpu")
+"""``hrm ls`` columns, most important first: a narrow terminal drops them from the end of this list,
+so the id, the status and the headline are always shown whole."""
+GAP = 2  # columns between cells (collapse_padding)
+
+
+def runs_table(records: Sequence[Mapping[str, Any]], *, width: int | None = None) -> Table:
+    """The run list: only the config keys that differ, and the headline under its own name.
+
+    With ``width`` (the terminal's), columns that do not fit are dropped least important first
+    (:data:`RUN_COLUMNS`) instead of squeezing every column; the caption names what was dropped.
+    """
     diff = differing_config_keys(records) if len({r["experiment"] for r in records}) == 1 else []
     diff = [k for k in diff if k != "variant"]
     heads = {r["headline"]["key"] for r in records if r["headline"]["key"]}
     head_title = heads.pop() if len(heads) == 1 else "headline"
+    cells: dict[str, list[Any]] = {
+        "id": [str(r["id"]) for r in records],
+        "experiment": [r["experiment"] for r in records],
+        "variant": [r["variant"] for r in records],
+        "config": [" ".join(f"{k}={r['config'].get(k)}" for k in diff[:4]) for r in records] if diff else None,
+        "status": [status_text(r["status"]) for r in records],
+        "progress": [progress_text(r["progress"]) for r in records],
+        "headline": [fmt(headline_value(r)) for r in records],
+        "elapsed": [duration(r["elapsed_s"]) for r in records],
+        "gpu": [r["gpu"] or "—" for r in records],
+    }
+    titles = {"headline": head_title}
+    natural = {name: max([len(titles.get(name, name)), *(len(str(c)) for c in values)])
+               for name, values in cells.items() if values is not None}
+    shown = [name for name in RUN_COLUMNS if name in natural]
+    if "config" in natural:
+        natural["config"] = min(natural["config"], 28)  # folds onto more lines rather than pushing others out
+    dropped = []
+    while width and len(shown) > 3 and sum(natural[n] for n in shown) + GAP * (len(shown) - 1) > width:
+        dropped.append(shown.pop())
+    order = ["id", "experiment", "variant", "config", "status", "progress", "headline", "elapsed", "gpu"]
     table = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD, collapse_padding=True)
-    table.add_column("id", justify="right", no_wrap=True, min_width=2)
-    table.add_column("experiment", no_wrap=True, min_width=10)
-    table.add_column("variant", no_wrap=True)
-    if diff:
-        table.add_column("config", overflow="fold", min_width=16)
-    table.add_column("status", no_wrap=True)
-    table.add_column("progress", no_wrap=True)
-    table.add_column(head_title, justify="right", no_wrap=True)
-    table.add_column("elapsed", justify="right", no_wrap=True)
-    table.add_column("gpu", no_wrap=True)
-    for rec in records:
-        cells: list[Any] = [str(rec["id"]), rec["experiment"], rec["variant"]]
-        if diff:
-            cells.append(" ".join(f"{k}={rec['config'].get(k)}" for k in diff[:4]))
-        cells += [status_text(rec["status"]), progress_text(rec["progress"]), fmt(headline_value(rec)),
-                  duration(rec["elapsed_s"]), rec["gpu"] or "—"]
-        table.add_row(*cells)
+    for name in (n for n in order if n in shown):
+        title = titles.get(name, name)
+        if name == "config":
+            table.add_column(title, overflow="fold", min_width=min(16, natural[name]))
+        else:
+            table.add_column(title, justify="right" if name in ("id", "headline", "elapsed") else "left",
+                             no_wrap=True, min_width=natural[name])
+    for i in range(len(records)):
+        table.add_row(*(cells[name][i] for name in order if name in shown))
+    if dropped:
+        table.caption = f"not shown at this width: {', '.join(reversed(dropped))} (--wide shows every column)"
+        table.caption_justify = "left"
     return table
 
 
-def epoch_table(rows: Iterable[Mapping[str, Any]], title: str = "per-epoch metrics") -> Table | None:
-    """Pivot epoch rows into (stage, epoch) × key."""
+def epoch_table(rows: Iterable[Mapping[str, Any]], title: str = "per-epoch metrics", *,
+                width: int | None = None) -> Table | None:
+    """Pivot epoch rows into (stage, epoch) × key; with ``width``, only the metric columns that fit
+    whole (in their order), the caption naming the others."""
     grid: dict[tuple[int, int], dict[str, float]] = {}
     keys: list[str] = []
     for row in rows:
@@ -121,15 +149,30 @@ def epoch_table(rows: Iterable[Mapping[str, Any]], title: str = "per-epoch metri
     if not grid:
         return None
     staged = any(stage for stage, _ in grid)
+    hidden: list[str] = []
+    if width:
+        used = 1 + (8 if staged else 0) + 8  # border, stage, epoch
+        fitting = []
+        for key in keys:
+            cell = max(len(key), *(len(fmt(values.get(key))) for values in grid.values())) + 3
+            if used + cell > width and fitting:
+                hidden = keys[len(fitting):]
+                break
+            fitting.append(key)
+            used += cell
+        keys = fitting
     table = Table(title=title, title_justify="left", header_style="bold")
     if staged:
         table.add_column("stage", justify="right")
     table.add_column("epoch", justify="right")
     for key in keys:
-        table.add_column(key, justify="right")
+        table.add_column(key, justify="right", no_wrap=True)
     for (stage, epoch), values in sorted(grid.items()):
         cells = [str(stage)] if staged else []
         table.add_row(*cells, str(epoch), *(fmt(values.get(k)) for k in keys))
+    if hidden:
+        table.caption = f"not shown at this width: {', '.join(hidden)} (--wide shows every column)"
+        table.caption_justify = "left"
     return table
 
 
@@ -165,9 +208,13 @@ def layer_profile_table(stage: int, by_key: Mapping[str, Mapping[int, float]]) -
     return table
 
 
-def layer_tables(rows: Iterable[Mapping[str, Any]], *, max_epochs: int = 12) -> list[Table]:
+def layer_tables(rows: Iterable[Mapping[str, Any]], *, max_epochs: int | None = 12,
+                 width: int | None = None) -> list[Table]:
     """Per-layer rows as layer × epoch tables, one per (stage, key); a stage whose per-layer values
-    are all end-of-run (no epoch) becomes one :func:`layer_profile_table` instead."""
+    are all end-of-run (no epoch) becomes one :func:`layer_profile_table` instead.
+
+    With ``width``, a table shows as many epochs as fit with every value whole (the first, the last
+    and evenly spaced ones between); ``max_epochs=None`` shows every epoch."""
     groups: dict[tuple[int, str], dict[int, dict[Any, float]]] = {}
     for row in rows:
         if row["kind"] != "layer":
@@ -185,15 +232,20 @@ def layer_tables(rows: Iterable[Mapping[str, Any]], *, max_epochs: int = 12) -> 
         if stage in final_only:
             continue
         epochs = sorted({e for cells in by_layer.values() for e in cells}, key=lambda e: (e is None, e or 0))
-        if len(epochs) > max_epochs:  # keep the first, the last, and evenly spaced ones between
-            step = len(epochs) / (max_epochs - 1)
-            epochs = sorted({epochs[int(i * step)] for i in range(max_epochs - 1)} | {epochs[-1]},
+        limit = max_epochs or len(epochs)
+        if width:
+            cell = max(len(f"ep {e}") for e in epochs)
+            cell = max(cell, *(len(fmt(v)) for cells in by_layer.values() for v in cells.values())) + 3
+            limit = min(limit, max(2, (width - 9) // cell))
+        if len(epochs) > limit:  # keep the first, the last, and evenly spaced ones between
+            step = len(epochs) / (limit - 1)
+            epochs = sorted({epochs[int(i * step)] for i in range(limit - 1)} | {epochs[-1]},
                             key=lambda e: (e is None, e or 0))
         title = f"per-layer {key}" + (f" (stage {stage})" if stage else "")
         table = Table(title=title, title_justify="left", header_style="bold")
         table.add_column("layer", justify="right")
         for epoch in epochs:
-            table.add_column("final" if epoch is None else f"ep {epoch}", justify="right")
+            table.add_column("final" if epoch is None else f"ep {epoch}", justify="right", no_wrap=True)
         for layer in sorted(by_layer):
             table.add_row(str(layer), *(fmt(by_layer[layer].get(e)) for e in epochs))
         tables.append(table)

@@ -76,6 +76,7 @@ def test_run_details_are_identical_to_the_api(filled, db_path, run_id):
     slow = api.list_records(filled, ids=[run_id])[0]
     slow["metrics"] = store.metrics(filled, run_id)
     slow["tables"] = store.result_tables(filled, run_id)
+    slow.update(api.attempt_fields(filled, run_id))  # what `hrm show --json` adds on the full path
     assert _same(fast, slow)
     assert fastread.run_details(fastread.connect(db_path), 999) is None
 

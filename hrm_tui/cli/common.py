@@ -47,20 +47,45 @@ def registry(ctx: Optional[typer.Context], db: Optional[str], *, create: bool = 
     return api.open_registry(db_target(ctx, db), create=create)
 
 
-@lru_cache(maxsize=None)
 def console() -> "Console":
     """Rich console on stdout (created on first use: Rich costs start-up time)."""
-    from rich.console import Console
-
-    return Console()
+    return _console(sys.stdout, os.environ.get("COLUMNS"), False)
 
 
-@lru_cache(maxsize=None)
 def err_console() -> "Console":
     """Rich console on stderr, for progress and status lines."""
+    return _console(sys.stderr, os.environ.get("COLUMNS"), True)
+
+
+@lru_cache(maxsize=8)
+def _console(stream, columns: Optional[str], stderr: bool) -> "Console":
+    """One console per stream and ``$COLUMNS`` (a test runner swaps the streams between commands)."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(file=stream, stderr=stderr)
+
+
+WideOption = Annotated[bool, typer.Option("--wide", "-W", help="every column, wider than the terminal if need be")]
+
+
+def print_tables(renderables, *, wide: bool) -> None:
+    """Print to stdout; ``wide`` lets each renderable take the width it needs (no column dropped)."""
+    from rich.measure import Measurement
+
+    screen = console()
+    for renderable in renderables:
+        if renderable is None:
+            continue
+        if not wide:
+            screen.print(renderable)
+            continue
+        needed = Measurement.get(screen, screen.options.update(width=100_000), renderable).maximum
+        width = screen.width
+        screen.width = max(width, needed)  # Rich caps print(width=) at the console's width
+        try:
+            screen.print(renderable)
+        finally:
+            screen.width = width
 
 
 def print_json(data: Any, *, expand: int = 2) -> None:

@@ -11,11 +11,13 @@ from hrm_tui.cli.common import (
     DbOption,
     JsonOption,
     RunIdArgument,
+    WideOption,
     console,
     db_target,
     ensure_scheduler,
     err_console,
     print_json,
+    print_tables,
     registry,
 )
 
@@ -39,6 +41,7 @@ def list_runs(
         "--last", "-n", min=1, max=MAX_COUNT, show_default=str(DEFAULT_SHOWN), help="show the newest N runs")] = None,
     offset: Annotated[int, typer.Option("--offset", min=0, max=MAX_COUNT, help="skip the newest N runs first")] = 0,
     show_all: Annotated[bool, typer.Option("--all", "-a", help="every run (no limit)")] = False,
+    wide: WideOption = False,
     json_out: JsonOption = False,
     db: DbOption = None,
 ) -> None:
@@ -66,7 +69,7 @@ def list_runs(
     elif records:
         from hrm_tui import render
 
-        console().print(render.runs_table(records))
+        print_tables([render.runs_table(records, width=None if wide else console().width)], wide=wide)
     hidden_older = total - offset - len(records)
     if not records and not json_out:
         err_console().print("no runs" if not total else f"no runs here: {total} match, --offset {offset} skips them all")
@@ -113,7 +116,8 @@ def _usage(message: str) -> Exception:
     return UserError(message, 2)
 
 
-def show(ctx: typer.Context, run_id: RunIdArgument, json_out: JsonOption = False, db: DbOption = None) -> None:
+def show(ctx: typer.Context, run_id: RunIdArgument, wide: WideOption = False, json_out: JsonOption = False,
+         db: DbOption = None) -> None:
     """A run in full: config, status, timings, per-epoch and per-layer tables, analysis tables."""
     if json_out:
         from core.registry import fastread
@@ -152,11 +156,11 @@ def show(ctx: typer.Context, run_id: RunIdArgument, json_out: JsonOption = False
     screen.print(render.run_header(record))
     for line in describe(resumed["attempts"], resumed["checkpoint"]):
         screen.print(line, markup=False, highlight=False)
-    for table in (render.epoch_table(rows), *render.layer_tables(rows), render.summary_table(record["latest"])):
-        if table is not None:
-            screen.print(table)
-    for t in tables:
-        screen.print(render.result_table(t["name"], t["rows"], t["stage"]))
+    width = None if wide else screen.width
+    print_tables([render.epoch_table(rows, width=width),
+                  *render.layer_tables(rows, width=width, max_epochs=None if wide else 12),
+                  render.summary_table(record["latest"]),
+                  *(render.result_table(t["name"], t["rows"], t["stage"]) for t in tables)], wide=wide)
     if run.stderr_tail and run.status != RunStatus.COMPLETED.value:
         screen.print("[dim]stderr tail:[/dim]")
         screen.print(run.stderr_tail[-1500:], markup=False, highlight=False)
