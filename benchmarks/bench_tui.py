@@ -1,4 +1,4 @@
-"""Time ``hrm-tui`` start-up on a large registry.
+"""Time ``hrm-tui`` start-up on a large registry, and measure what it costs while nobody touches it.
 
 Seeds a SQLite registry with N runs and a few million metric rows through direct ``executemany``
 (seconds, not minutes), then measures, with ``App.run_test``:
@@ -11,6 +11,15 @@ Seeds a SQLite registry with N runs and a few million metric rows through direct
 * typing a filter over every run, and opening a run view (its whole metric history).
 
     python benchmarks/bench_tui.py [--runs 10000] [--epochs 30] [--layers 4] [--db PATH]
+
+``--idle`` measures instead, in a real terminal (tmux, 120×40), with a real scheduler training a real
+``smoke`` run beside a registry of ``--runs`` finished runs: rows on screen after launch; the CPU
+the dashboard uses over 10 s (``/proc/PID/stat``) on the runs list and on the run view of the
+training run; and how long a registry event (the run's next epoch) takes to reach the screen.
+``--before REV`` runs the same measurement on another revision of the dashboard (extracted with
+``git archive``) in the same session, so the figures print side by side:
+
+    python benchmarks/bench_tui.py --idle --runs 200 --before 378c452
 """
 
 from __future__ import annotations
@@ -20,13 +29,18 @@ import asyncio
 import json
 import os
 import random
+import re
+import shlex
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from core.registry.db import open_database  # noqa: E402
 
@@ -71,16 +85,33 @@ def seed(path: Path, *, runs: int, epochs: int, layers: int, active: int = 4, qu
                 metric_rows.append((run_id, "epoch", 0, epoch, None, key, value, 0, created + epoch))
             for layer in range(1, layers + 1):
                 metric_rows.append((run_id, "layer", 0, epoch, layer, "loss", loss + 0.3 * layer, 0, created + epoch))
+    names = ["id", "experiment", "variant", "config_json", "status", "priority", "created_at", "updated_at",
+             "started_at", "finished_at", "host", "pid", "gpu", "cancel_requested", "info_json", "stage", "epoch",
+             "total_epochs", "headline_key", "headline_value"]
+    defaults = _column_defaults("run", names)  # columns newer schema versions added, at their defaults
     con.executemany(
-        "INSERT INTO run (id, experiment, variant, config_json, status, priority, created_at, updated_at, started_at,"
-        " finished_at, host, pid, gpu, cancel_requested, info_json, stage, epoch, total_epochs, headline_key,"
-        " headline_value) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", run_rows)
-    con.executemany("INSERT INTO latestmetric VALUES (?,?,?,?,?,?,?,?,?,?,?)", latest_rows)
+        f"INSERT INTO run ({', '.join(names + list(defaults))}) VALUES ({', '.join('?' * (len(names) + len(defaults)))})",
+        [row + tuple(defaults.values()) for row in run_rows])
+    con.executemany("INSERT INTO latestmetric (run_id, stage, key, last, last_epoch, min, min_epoch, max, max_epoch,"
+                    " count, ts) VALUES (?,?,?,?,?,?,?,?,?,?,?)", latest_rows)
     con.executemany("INSERT INTO metric (run_id, kind, stage, epoch, layer, key, value, is_nan, ts)"
                     " VALUES (?,?,?,?,?,?,?,?,?)", metric_rows)
     con.commit()
     con.close()
     return len(metric_rows)
+
+
+def _column_defaults(table: str, given: list[str]) -> dict[str, object]:
+    """Scalar defaults of the table's other columns (the registry declares them client-side)."""
+    from sqlmodel import SQLModel
+
+    import core.registry.models  # noqa: F401  (declares the tables)
+
+    out = {}
+    for column in SQLModel.metadata.tables[table].columns:
+        if column.name not in given and column.default is not None and column.default.is_scalar:
+            out[column.name] = column.default.arg
+    return out
 
 
 async def measure(db: str) -> dict[str, float]:
@@ -140,6 +171,135 @@ async def measure(db: str) -> dict[str, float]:
     return out
 
 
+# --- idle cost in a real terminal ---------------------------------------------------------------
+
+IDLE_TARGETS = {"runs list": 2.0, "run view": 5.0}
+"""Idle CPU ceilings, % of one core (issue #13)."""
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+
+def _screen(session: str) -> str:
+    return _tmux("capture-pane", "-p", "-t", session)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
+
+
+def _wait_for(session: str, pattern: str, timeout: float) -> float | None:
+    """Seconds until ``pattern`` (a regex) is on screen, or None."""
+    t0 = time.perf_counter()
+    regex = re.compile(pattern, re.MULTILINE)
+    while time.perf_counter() - t0 < timeout:
+        if regex.search(_screen(session)):
+            return time.perf_counter() - t0
+        time.sleep(0.02)
+    return None
+
+
+def _cpu_percent(pid: int, seconds: float) -> float:
+    c0, t0 = _cpu_seconds(pid), time.perf_counter()
+    time.sleep(seconds)
+    return 100 * (_cpu_seconds(pid) - c0) / (time.perf_counter() - t0)
+
+
+def _epoch(path: Path, run_id: int) -> int:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT epoch FROM run WHERE id = ?", (run_id,)).fetchone()[0] or 0
+    finally:
+        con.close()
+
+
+def _event_to_screen(session: str, path: Path, run_id: int, pattern: str, samples: int = 3) -> float | None:
+    """Worst latency from the worker's epoch commit to the screen showing that epoch (``pattern`` % epoch)."""
+    worst = 0.0
+    for _ in range(samples):
+        start = _epoch(path, run_id)
+        deadline = time.perf_counter() + 30
+        while (epoch := _epoch(path, run_id)) == start:
+            if time.perf_counter() > deadline:
+                return None
+            time.sleep(0.005)
+        committed = time.perf_counter()
+        seen = _wait_for(session, pattern % epoch, timeout=10)
+        if seen is None:
+            return None
+        worst = max(worst, time.perf_counter() - committed)
+    return worst
+
+
+def idle_session(tree: Path, path: Path, run_id: int, seconds: float = 10.0) -> dict[str, float | None]:
+    """Start the dashboard of ``tree`` in tmux over ``path`` and measure it (see the module docstring)."""
+    session = f"hrm-bench-{os.getpid()}-{time.monotonic_ns()}"
+    command = f"cd {shlex.quote(str(tree))} && exec {shlex.quote(sys.executable)} -m hrm_tui.tui.app --db {shlex.quote(str(path))}"
+    env = {"PYTHONPATH": str(tree), "TERM": "xterm-256color"}
+    _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40",
+          *(a for k, v in env.items() for a in ("-e", f"{k}={v}")), command)
+    out: dict[str, float | None] = {}
+    try:
+        pid = int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
+        out["rows on screen after launch (s)"] = _wait_for(session, rf"^\W*{run_id} smoke", timeout=20)
+        time.sleep(3)  # the full read and the first repaint are start-up, not idling
+        out["runs list: idle CPU (% of a core)"] = _cpu_percent(pid, seconds)
+        out["runs list: epoch → screen (s)"] = _event_to_screen(session, path, run_id, r"^\W*%s\b.*ep %%d/" % run_id)
+        _tmux("send-keys", "-t", session, "Home", "Enter")
+        _wait_for(session, rf"run {run_id} smoke", timeout=10)
+        time.sleep(3)
+        out["run view: idle CPU (% of a core)"] = _cpu_percent(pid, seconds)
+        out["run view: epoch → screen (s)"] = _event_to_screen(session, path, run_id, rf"run {run_id} smoke.* ep %d/")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    return out
+
+
+def idle(args: argparse.Namespace) -> None:
+    from core import api
+
+    workdir = Path(tempfile.mkdtemp(prefix="hrm-bench-idle-"))
+    path = workdir / "runs.db"
+    seed(path, runs=args.runs, epochs=args.epochs, layers=args.layers, active=0, queued=0)
+    db = api.open_registry(str(path))
+    run_id = api.submit(db, "smoke", {"epochs": 10_000, "sleep": 0.7, "layers": args.layers}, priority=10).id
+    with (workdir / "scheduler.log").open("wb") as log:
+        scheduler = subprocess.Popen([sys.executable, "-m", "core.scheduler", "--db", str(path), "--max-parallel",
+                                      "1", "--gpus", ""], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+    trees = {"now": ROOT}
+    if args.before and Path(args.before).is_dir():  # a checkout of the other revision
+        trees = {f"before ({Path(args.before).name})": Path(args.before), **trees}
+    elif args.before:
+        before = workdir / "before"
+        before.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
+        trees = {f"before ({args.before})": before, **trees}
+    try:
+        deadline = time.monotonic() + 120
+        while _epoch(path, run_id) < 2:
+            if time.monotonic() > deadline or scheduler.poll() is not None:
+                raise SystemExit(f"the smoke run never trained: see {workdir / 'scheduler.log'}")
+            time.sleep(0.1)
+        results = {name: idle_session(tree, path, run_id) for name, tree in trees.items()}
+    finally:
+        os.killpg(scheduler.pid, signal.SIGTERM)
+        scheduler.wait(timeout=30)
+    print(f"idle dashboard over {args.runs:,} runs + 1 training smoke run (load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs):")
+    names = list(trees)
+    print(f"  {'':<36}" + "".join(f"{n:>22}" for n in names) + "   target")
+    for key in results[names[-1]]:
+        target = next((f"≤ {v:g} %" for k, v in IDLE_TARGETS.items() if key.startswith(k) and "CPU" in key),
+                      "≤ 1 s" if "(s)" in key else "")
+        cells = "".join(f"{'—' if results[n].get(key) is None else format(results[n][key], '.2f'):>22}" for n in names)
+        print(f"  {key:<36}{cells}   {target}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
@@ -147,7 +307,13 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--db", help="reuse (or create) this registry instead of a temporary one")
     parser.add_argument("--repeat", type=int, default=3, help="start the app this many times; report the best")
+    parser.add_argument("--idle", action="store_true", help="measure idle CPU and event latency in tmux instead")
+    parser.add_argument("--before", help="with --idle: also measure this git revision's dashboard (or a directory "
+                                         "holding a checkout of it)")
     args = parser.parse_args()
+    if args.idle:
+        idle(args)
+        return
     path = Path(args.db) if args.db else Path(tempfile.mkdtemp(prefix="hrm-bench-")) / "runs.db"
     if not path.exists():
         t0 = time.perf_counter()

@@ -22,7 +22,6 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.signal import Signal
 from textual.worker import Worker, WorkerState
 
 from core import api
@@ -78,20 +77,17 @@ class HrmApp(App[None]):
         self._watermark: float | None = None
         self._polling = False
         self._poll_pending = False
-        self.runs_changed: Signal[RunsChanged] = Signal(self, "runs-changed")
-        self.metrics_arrived: Signal[MetricsArrived] = Signal(self, "metrics-arrived")
-        self.logs_arrived: Signal[LogsArrived] = Signal(self, "logs-arrived")
 
     @property
     def db_label(self) -> str:
         path = api.registry_path(self.db)
-        return path.name if path is not None else self.db.url
+        return path.name if path is not None else self.db.safe_url
 
     def on_mount(self) -> None:
         from hrm_tui.tui.screens.dashboard import Dashboard
 
         path = api.registry_path(self.db)
-        self.sub_title = str(path) if path else self.db.url
+        self.sub_title = str(path) if path else self.db.safe_url
         self.push_screen(Dashboard())
         if self.poll_interval:
             self.set_interval(self.poll_interval, self.poll_once)
@@ -114,11 +110,13 @@ class HrmApp(App[None]):
         return self._polling or self._poll_pending
 
     async def settle(self) -> None:
-        """Wait until no poll is in flight and its messages are handled (tests, benchmarks)."""
+        """Wait until no poll is in flight, its messages are handled and every deferred chart redraw
+        is drawn (tests, benchmarks)."""
         while True:
             await self.workers.wait_for_complete()
             await asyncio.sleep(0)
-            if not self.poll_in_flight and not any(w.is_running for w in self.workers):
+            idle = not self.poll_in_flight and not any(w.is_running for w in self.workers)
+            if idle and not any(getattr(s, "redraw_pending", False) for s in self.screen_stack):
                 return
             await asyncio.sleep(0.01)
 
@@ -136,18 +134,30 @@ class HrmApp(App[None]):
 
     @on(RegistryPolled)
     def _merge_poll(self, message: RegistryPolled) -> None:
+        """Merge a poll; screens hear about it only when something they show changed."""
         result = message.result
         changed = self.runs.apply(result.rows, removed=result.removed, full=result.full)
         if result.watermark is not None:
             self._watermark = max(self._watermark or 0.0, result.watermark)
-        self.counts, self.schedulers = result.counts, result.schedulers
+        before = (self.counts, self._scheduler_key(self.schedulers), self.polled, self.gpus)
+        if result.counts is not None:
+            self.counts = result.counts
+        elif changed and self.polled:
+            self.counts = self.runs.counts()
+        self.schedulers = result.schedulers
         self.polled = self._watermark is not None
         if result.gpus is not None:
             self.gpus = result.gpus
         with self.batch_update():
             self._merge_run_data(result)
-            self.runs_changed.publish(RunsChanged(frozenset(changed)))
+            if changed or before != (self.counts, self._scheduler_key(self.schedulers), self.polled, self.gpus):
+                self._tell_screens("runs_changed", RunsChanged(frozenset(changed)))
         self._poll_done()
+
+    @staticmethod
+    def _scheduler_key(schedulers: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """What the screens show of the schedulers (heartbeat times change every beat; these do not)."""
+        return [(s.get("host"), s.get("pid"), s.get("slots")) for s in schedulers]
 
     def _merge_run_data(self, result: PollResult) -> None:
         for run_id, rows in result.metrics.items():
@@ -156,7 +166,7 @@ class HrmApp(App[None]):
             if fresh:
                 watch.metric_after = fresh[-1]["id"]
                 self.series.setdefault(run_id, RunSeries()).extend(fresh)
-                self.metrics_arrived.publish(MetricsArrived(run_id, fresh))
+                self._tell_screens("metrics_arrived", MetricsArrived(run_id, fresh))
         for run_id in set(result.logs) | set(result.files):
             watch = self._watches.get(run_id)
             if watch is None:
@@ -172,7 +182,15 @@ class HrmApp(App[None]):
                 kept = self.logs.setdefault(run_id, [])
                 kept.extend(lines)
                 del kept[:-LOG_KEEP]
-                self.logs_arrived.publish(LogsArrived(run_id, lines))
+                self._tell_screens("logs_arrived", LogsArrived(run_id, lines))
+
+    def _tell_screens(self, what: str, event: Any) -> None:
+        """Hand a poll's news to every open dashboard screen, in this call (no message per screen: a
+        message to a hidden screen would make Textual repaint the visible one whole)."""
+        for screen in self.screen_stack:
+            hear = getattr(screen, "hear", None)
+            if hear is not None:
+                hear(what, event)
 
     @staticmethod
     def _log_line(row: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """Every Message the dashboard posts. Past tense: something happened.
 
 The poll worker posts :class:`RegistryPolled` (thread-safe ``post_message``); the app merges it
-and re-publishes the parts as :class:`~textual.signal.Signal` data to whichever screens are open.
+and hands the parts to the open screens (``HrmScreen.hear``).
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ class ActionFinished(Message):
 
 @dataclass
 class RunsChanged:
-    """Signal data: the run list changed (``ids`` of the changed runs; empty on a clock tick)."""
+    """News for the screens: the run list changed (``ids`` of the changed runs; empty on a clock tick)."""
 
     ids: frozenset[int]
 
 
 @dataclass
 class MetricsArrived:
-    """Signal data: new metric rows of one run."""
+    """News for the screens: new metric rows of one run."""
 
     run_id: int
     rows: list[dict[str, Any]]
@@ -48,7 +48,7 @@ class MetricsArrived:
 
 @dataclass
 class LogsArrived:
-    """Signal data: new log lines (registry log rows and worker.log text) of one run."""
+    """News for the screens: new log lines (registry log rows and worker.log text) of one run."""
 
     run_id: int
     lines: list[str]

@@ -50,7 +50,8 @@ class PollResult:
     full: bool
     removed: set[int]
     watermark: float | None
-    counts: dict[str, int]
+    counts: dict[str, int] | None
+    """Runs per status, read with the first polls only (then the app counts its own rows)."""
     schedulers: list[dict[str, Any]]
     known: int
     metrics: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
@@ -83,7 +84,8 @@ def poll(
     new_mark = max([r.updated_at for r in rows] + [watermark or 0.0]) if first_page is None else watermark
     result = PollResult(
         rows=rows, full=full, removed=removed, watermark=new_mark,
-        counts=api.count_by_status(db), schedulers=api.scheduler_status(db), known=count,
+        counts=api.count_by_status(db) if watermark is None else None, schedulers=api.scheduler_status(db),
+        known=count,
     )
     for run_id, watch in watches.items():
         _poll_run(db, run_id, watch, result)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from hrm_tui.tui.messages import LogsArrived, MetricsArrived, RunsChanged
@@ -43,10 +45,54 @@ class HrmScreen(Screen[None]):
 
     app: HrmApp  # type: ignore[assignment]
 
-    def on_mount(self) -> None:
-        self.app.runs_changed.subscribe(self, self.runs_changed)
-        self.app.metrics_arrived.subscribe(self, self.metrics_arrived)
-        self.app.logs_arrived.subscribe(self, self.logs_arrived)
+    _pending_runs: frozenset[int] | None = None
+    """Runs that changed while another screen was on top (None: nothing happened)."""
+    _pending_data = False
+    _own_timers: list[Timer]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._own_timers = []
+
+
+    # A screen under another one repaints nothing: Textual counts the screen under the top one as
+    # visible and forwards its dirty lines to the top screen, which then repaints whole. It notes
+    # what changed instead and catches up when it is on top again (``is_active``, not ``is_current``).
+
+    def hear(self, what: str, event: RunsChanged | MetricsArrived | LogsArrived) -> None:
+        """News from the app's poll (``what``: runs_changed, metrics_arrived or logs_arrived)."""
+        if not self.is_mounted:
+            return
+        if self.is_active:
+            getattr(self, what)(event)
+        elif isinstance(event, RunsChanged):
+            self._pending_runs = (self._pending_runs or frozenset()) | event.ids
+        else:
+            self._pending_data = True
+
+    def every(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        """An interval timer that runs only while this screen is on top: any message a hidden screen
+        handles makes Textual repaint the screen on top whole."""
+        timer = self.set_interval(seconds, callback)
+        self._own_timers.append(timer)
+        return timer
+
+    def on_screen_suspend(self) -> None:
+        for timer in self._own_timers:
+            timer.pause()
+
+    def on_screen_resume(self) -> None:
+        for timer in self._own_timers:
+            timer.resume()
+        pending, self._pending_runs = self._pending_runs, None
+        if pending is not None:
+            self.runs_changed(RunsChanged(pending))
+        if self._pending_data:
+            self._pending_data = False
+            self.caught_up()
+
+    def caught_up(self) -> None:
+        """Metrics or log lines arrived while this screen was hidden: redraw from the app's state."""
 
     def on_resize(self, event: events.Resize) -> None:
         narrow = event.size.width < NARROW

@@ -100,6 +100,9 @@ class CompareScreen(HrmScreen):
         if event.run_id in self.run_ids:
             self._redraw_chart()
 
+    def caught_up(self) -> None:
+        self._redraw_chart()
+
     def _redraw_chart(self) -> None:
         all_series = {i: self.app.series.get(i) or RunSeries() for i in self.run_ids}
         keys = list(dict.fromkeys(k for s in all_series.values() for k in s.epoch_keys()))

@@ -18,6 +18,8 @@ from hrm_tui.tui.widgets.run_table import RunTable
 
 FILTER_DEBOUNCE = 0.12
 """Seconds of no typing before the filter is applied."""
+CLOCK_TICK = 1.0
+"""Elapsed times are shown to the second: live rows repaint this often, nothing else does."""
 
 
 class Dashboard(HrmScreen):
@@ -51,6 +53,7 @@ class Dashboard(HrmScreen):
         self.order = SortOrder()
         self._shown_version = -1
         self._filter_timer: Timer | None = None
+        self._status: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="status-line")
@@ -59,9 +62,14 @@ class Dashboard(HrmScreen):
                     id="filter")
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
+    def on_mount(self) -> None:  # (HrmScreen.on_mount runs too: Textual calls every class's handler)
         self.query_one(RunTable).focus()
         self._refresh_table(force=True)
+        self.every(CLOCK_TICK, self._tick)
+
+    def _tick(self) -> None:
+        if self.is_active:
+            self.table.tick()
 
     @property
     def table(self) -> RunTable:
@@ -74,20 +82,23 @@ class Dashboard(HrmScreen):
     # --- live -------------------------------------------------------------------------------
 
     def runs_changed(self, event: RunsChanged) -> None:
-        self._refresh_table(force=bool(event.ids))
+        if event.ids:
+            self._refresh_table(changed=event.ids)
+        else:
+            self._update_status()
 
-    def _refresh_table(self, *, force: bool = False) -> None:
-        """Re-filter and re-sort when runs changed; otherwise only repaint (elapsed times tick)."""
+    def _refresh_table(self, *, force: bool = False, changed: frozenset[int] | None = None) -> None:
+        """Re-filter and re-sort after a change; with ``changed`` (and the same runs listed in the same
+        order) only those runs' lines repaint, and nothing repaints when nothing changed."""
         table = self.table
         if force or self._shown_version != self.app.runs.version:
             rows = self.app.runs.view(self.query_text, self.order)
             heads = {r.headline_key for r in rows if r.headline_key}
             table.sort_column, table.sort_descending = self.order.column, self.order.descending
             table.set_rows(rows, diff_keys=self.app.runs.differing_keys(rows),
-                           headline_label=heads.pop() if len(heads) == 1 else "headline")
+                           headline_label=heads.pop() if len(heads) == 1 else "headline",
+                           changed=None if force else changed)
             self._shown_version = self.app.runs.version
-        else:
-            table.refresh()
         self._update_status()
 
     def _update_status(self) -> None:
@@ -121,7 +132,10 @@ class Dashboard(HrmScreen):
             if sum(p.cell_len for p in parts) <= self.size.width:
                 break
             parts.remove(optional)
-        self.query_one("#status-line", Static).update(Text().join(parts))
+        status = Text().join(parts)
+        if status != self._status:  # one line, always: no relayout
+            self._status = status
+            self.query_one("#status-line", Static).update(status, layout=False)
 
     # --- actions ----------------------------------------------------------------------------
 

@@ -41,6 +41,11 @@ class LogScreen(HrmScreen):
     def on_unmount(self) -> None:
         self.app.unwatch_runs([self.run_id])
 
+    def caught_up(self) -> None:
+        log = self.query_one("#full-log", Log)
+        log.clear()
+        log.write_lines(self.app.logs.get(self.run_id, []))
+
     def logs_arrived(self, event: LogsArrived) -> None:
         if event.run_id == self.run_id:
             self.query_one("#full-log", Log).write_lines(event.lines)

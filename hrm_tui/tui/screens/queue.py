@@ -43,6 +43,7 @@ class QueueScreen(HrmScreen):
         self.app.watch_gpus(True)
         self.query_one("#running", DataTable).focus()
         self._redraw()
+        self.every(1.0, lambda: self._redraw() if self.is_active else None)  # waiting/elapsed times
 
     def on_unmount(self) -> None:
         self.app.watch_gpus(False)
@@ -101,19 +102,22 @@ class QueueScreen(HrmScreen):
         for row in active:
             by_slot.setdefault(row.gpu or "?", []).append(row.id)
         stats = {g.index: g for g in self.app.gpus or []}
+        rows = [(slot, ", ".join(map(str, by_slot.get(slot, []))) or Text("idle", style="dim"),
+                 f"{gpu.memory_used:,.0f}/{gpu.memory_total:,.0f} MiB" if gpu else "—",
+                 f"{gpu.utilization:.0f}%" if gpu else "—", gpu.name if gpu else ("CPU" if slot == "cpu" else "—"))
+                for slot in sorted(set(by_slot) | set(stats)) for gpu in [stats.get(slot)]]
+        if not rows:
+            rows = [("—", Text("no active runs", style="dim"), "—", "—",
+                     "nvidia-smi not found" if self.app.gpus is None else "—")]
+        plain = [tuple(str(c) for c in row) for row in rows]
+        if self._shown.get("slots") == plain:
+            return
+        self._shown["slots"] = plain
         table = self.query_one("#slots", DataTable)
         table.clear(columns=True)
         table.add_columns("slot", "runs", "memory", "util", "device")
-        for slot in sorted(set(by_slot) | set(stats)):
-            gpu = stats.get(slot)
-            table.add_row(
-                slot, ", ".join(map(str, by_slot.get(slot, []))) or Text("idle", style="dim"),
-                f"{gpu.memory_used:,.0f}/{gpu.memory_total:,.0f} MiB" if gpu else "—",
-                f"{gpu.utilization:.0f}%" if gpu else "—", gpu.name if gpu else ("CPU" if slot == "cpu" else "—"),
-            )
-        if not table.row_count:
-            table.add_row("—", Text("no active runs", style="dim"), "—", "—",
-                          "nvidia-smi not found" if self.app.gpus is None else "—")
+        for row in rows:
+            table.add_row(*row)
 
     def _fill(self, name: str, columns: tuple[str, ...], rows: list[RunView], cells) -> None:
         table = self.query_one(f"#{name}", DataTable)

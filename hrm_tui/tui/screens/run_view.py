@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from rich.console import Group
@@ -10,6 +12,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.timer import Timer
 from textual.widgets import Footer, Log, Static, Tab, TabbedContent, TabPane, Tabs
 
 from core import api
@@ -23,6 +26,11 @@ from hrm_tui.tui.widgets.layer_heatmap import LayerHeatmap
 from hrm_tui.tui.widgets.loss_chart import LossChart
 
 TABS = ("curves", "log", "config", "tables")
+DETAIL_TABS = ("config", "tables")
+REDRAW_EVERY = 1.0
+"""Seconds between chart redraws while epochs stream in: a plotext figure costs ~10 ms of UI time
+to build and paint, and a fast run emits several epochs a second."""
+CLOCK_TICK = 1.0
 
 
 class RunScreen(HrmScreen):
@@ -45,6 +53,11 @@ class RunScreen(HrmScreen):
         self.layer_key: str | None = None
         self.record: dict[str, Any] | None = None
         self.tables: list[dict[str, Any]] = []
+        self._header: Text | None = None
+        self._drawn_at = -math.inf
+        self._drawn_points = 0
+        self._redraw_timer: Timer | None = None
+        self._details_stale = True
 
     @property
     def current_run_id(self) -> int | None:
@@ -76,7 +89,14 @@ class RunScreen(HrmScreen):
         self.app.watch_runs([self.run_id])
         self.query_one("#run-log", Log).write_lines(self.app.logs.get(self.run_id, []))
         self._redraw()
+        self._details_stale = False
         self.load_details()
+        self.every(CLOCK_TICK, self._tick)
+
+    def _tick(self) -> None:
+        """The elapsed time in the header, to the second (the rest repaints only when data arrives)."""
+        if self.is_active:
+            self._update_header()
 
     def on_unmount(self) -> None:
         self.app.unwatch_runs([self.run_id])
@@ -109,12 +129,44 @@ class RunScreen(HrmScreen):
 
     def runs_changed(self, event: RunsChanged) -> None:
         if self.run_id in event.ids:
+            self._details_stale = True
+            self._load_details_if_shown()
+            self._update_header()
+
+    def _load_details_if_shown(self) -> None:
+        """The Config and Tables tabs are read again only while one of them is on screen."""
+        if self._details_stale and self.query_one("#run-tabs", TabbedContent).active in DETAIL_TABS:
+            self._details_stale = False
             self.load_details()
-        self._update_header()
+
+    @on(TabbedContent.TabActivated, "#run-tabs")
+    def _tab_shown(self) -> None:
+        self._load_details_if_shown()
 
     def metrics_arrived(self, event: MetricsArrived) -> None:
         if event.run_id == self.run_id:
+            self._redraw_soon()
+
+    def _redraw_soon(self) -> None:
+        """Redraw now, or once ``REDRAW_EVERY`` has passed since the last redraw (never later).
+        The first points of an empty chart are drawn at once."""
+        if self._redraw_timer is not None:
+            return
+        wait = self._drawn_at + REDRAW_EVERY - time.monotonic()
+        if wait <= 0 or not self._drawn_points:
             self._redraw()
+        else:
+            self._redraw_timer = self.set_timer(wait, self._redraw)
+
+    @property
+    def redraw_pending(self) -> bool:
+        return self._redraw_timer is not None
+
+    def caught_up(self) -> None:
+        self._redraw()
+        log = self.query_one("#run-log", Log)
+        log.clear()
+        log.write_lines(self.app.logs.get(self.run_id, []))
 
     def logs_arrived(self, event: LogsArrived) -> None:
         if event.run_id == self.run_id:
@@ -136,14 +188,21 @@ class RunScreen(HrmScreen):
         info = Text(f"elapsed {render.duration(row.elapsed(self.app.clock()))}  gpu {row.gpu or '—'}  ", style="dim")
         info.append("  ".join(f"{k}={render.fmt(v)}" for k, v in row.config.items()))
         lines = [head, info]
-        error = (self.record or {}).get("error")
-        if error:
-            lines.append(Text(f"error: {error}", style="red"))
+        if row.error:
+            lines.append(Text(f"error: {row.error}", style="red"))
         text = Text("\n").join(lines)
         text.no_wrap, text.overflow = True, "ellipsis"
-        self.query_one("#run-header", Static).update(text)
+        if text != self._header:  # a relayout only when the header gains or loses a line
+            relayout = self._header is None or len(lines) != self._header.plain.count("\n") + 1
+            self._header = text
+            self.query_one("#run-header", Static).update(text, layout=relayout)
 
     def _redraw(self) -> None:
+        self._drawn_at = time.monotonic()
+        self._drawn_points = self.series.point_count
+        if self._redraw_timer is not None:
+            self._redraw_timer.stop()
+            self._redraw_timer = None
         series = self.series
         self._sync_stage_tabs(series.stages())
         keys = series.epoch_keys()

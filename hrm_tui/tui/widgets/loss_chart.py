@@ -1,13 +1,17 @@
 """``LossChart``: epoch curves (train/val, or one key of several runs) drawn with plotext.
 
 Shaped like textual-plotext's ``textual_towers_weather`` example: the widget keeps its series
-and ``replot()`` clears the data, plots each series and refreshes.
+and ``replot()`` clears the data, plots each series and refreshes. Building a plotext canvas costs
+milliseconds of pure Python, and ``PlotextPlot`` builds one on every render, so the built figure is
+kept until the data, the size or the theme changes: a chart replots only when its own data changed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from rich.text import Text
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
@@ -24,6 +28,10 @@ class LossChart(PlotextPlot):
         self.ylabel = ylabel
         self.series: dict[str, tuple[list[float], list[float]]] = {}
         self.markers: list[float] = []
+        self.builds = 0
+        """How many times the figure was built (tests check that idle polls build nothing)."""
+        self._figure: tuple[tuple[int, int, str, int], Text] | None = None
+        self._data_version = 0
 
     def on_mount(self) -> None:
         self.replot()
@@ -63,4 +71,12 @@ class LossChart(PlotextPlot):
             if xs:
                 plt.plot(xs, ys, label=label if len(self.series) > 1 else None,
                          color=COLORS[index % len(COLORS)], marker="braille")
+        self._data_version += 1
         self.refresh()
+
+    def render(self) -> RenderResult:
+        key = (self.size.width, self.size.height, self.app.theme, self._data_version)
+        if self._figure is None or self._figure[0] != key:
+            self.builds += 1
+            self._figure = (key, super().render())  # type: ignore[arg-type]
+        return self._figure[1]

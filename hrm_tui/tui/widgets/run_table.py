@@ -8,7 +8,7 @@ opening, scrolling and live updates cost the same for 10 runs or 10,000.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 
 from rich.segment import Segment
@@ -102,17 +102,46 @@ class RunTable(ScrollView, can_focus=True):
     def cursor_run_id(self) -> int | None:
         return self.rows[self.cursor].id if 0 <= self.cursor < len(self.rows) else None
 
-    def set_rows(self, rows: Sequence[RunView], *, diff_keys: ConfigSpec, headline_label: str) -> None:
-        """Show ``rows`` (already filtered and sorted), keeping the cursor on the same run."""
+    def set_rows(self, rows: Sequence[RunView], *, diff_keys: ConfigSpec, headline_label: str,
+                 changed: Set[int] | None = None) -> None:
+        """Show ``rows`` (already filtered and sorted), keeping the cursor on the same run.
+
+        ``changed``: the runs whose data changed. When the listed runs, their order and the columns
+        are as before, only those runs' lines are repainted; otherwise the whole table is.
+        """
         current = self.cursor_run_id
+        same_runs = changed is not None and len(rows) == len(self.rows) and all(
+            new.id == old.id for new, old in zip(rows, self.rows, strict=True))
+        layout = self._layout_version
         self.rows = list(rows)
         self.diff_keys = diff_keys
+        same_layout = headline_label == self.headline_label
         self.headline_label = headline_label
-        index = next((i for i, r in enumerate(self.rows) if r.id == current), None) if current is not None else None
         self._layout()
+        if same_runs and same_layout and layout == self._layout_version:
+            self._refresh_runs(changed or set())
+            return
+        index = next((i for i, r in enumerate(self.rows) if r.id == current), None) if current is not None else None
         self.set_reactive(RunTable.cursor, min(index if index is not None else self.cursor, max(0, len(self.rows) - 1)))
         self._scroll_to_cursor()
         self.refresh()
+
+    def _visible(self) -> range:
+        """Indexes in ``rows`` of the runs on screen."""
+        top = int(self.scroll_y)
+        return range(top, min(len(self.rows), top + self._page))
+
+    def _refresh_runs(self, run_ids: Set[int]) -> None:
+        """Repaint the lines of these runs that are on screen (line 0 is the header)."""
+        for index in self._visible():
+            if self.rows[index].id in run_ids:
+                self.refresh_line(index + 1)
+
+    def tick(self) -> None:
+        """The clock moved on: repaint the elapsed time of the live runs on screen, nothing else."""
+        live = {self.rows[i].id for i in self._visible() if self.rows[i].is_live}
+        if live:
+            self._refresh_runs(live)
 
     def move_to(self, run_id: int) -> None:
         for index, row in enumerate(self.rows):
@@ -190,8 +219,7 @@ class RunTable(ScrollView, can_focus=True):
 
     def _row_strip(self, row: RunView) -> Strip:
         """The row's cells, unstyled by cursor or marks; cached until the row or the layout changes."""
-        active = row.started_at is not None and row.finished_at is None
-        key = (row.id in self.marked, self._layout_version, int(self.clock()) if active else 0)
+        key = (row.id in self.marked, self._layout_version, int(self.clock()) if row.is_live else 0)
         cached = self._strips.get(row.id)
         if cached is not None and cached[0] is row and cached[1] == key:
             return cached[2]
