@@ -165,11 +165,21 @@ def export(tables: Sequence[Table], fmt: str, *, summary: Mapping[str, Any] | No
     raise CompareError(f"unknown format {fmt!r} (use one of {', '.join(FORMATS)})")
 
 
+CLASS_WORDS = {"digits": "to the printed digit", "close": "close (±1 % or ±1 in the last digit)",
+               "rule": "as the rule's arithmetic on our data", "loose": "loosely", "chaotic": "by ordering only"}
+"""How ``summary_line`` says what a tolerance class checked."""
+
+
 def summary_line(summary: Mapping[str, Any]) -> str:
+    """``32 published numbers: 32 ok; checked 32 to the printed digit``: the verdicts and what they mean."""
     counts = summary.get("counts", {})
     order = ("ok", "out", "missing", "n/a", "info", "ref")
     parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
-    return f"{summary.get('numbers', 0)} published numbers: " + ", ".join(parts)
+    line = f"{summary.get('numbers', 0)} published numbers: " + ", ".join(parts)
+    checked = summary.get("checked_by_class") or {}
+    if checked:
+        line += "; checked " + ", ".join(f"{checked[c]} {CLASS_WORDS.get(c, c)}" for c in CLASS_WORDS if checked.get(c))
+    return line
 
 
 # --- the JSON schema of ``hrm compare --format json`` ---------------------------------------------
@@ -194,6 +204,8 @@ COMPARE_JSON_SCHEMA: dict[str, Any] = {
             "properties": {
                 "numbers": {"type": "integer", "minimum": 0},
                 "counts": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+                "checked_by_class": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0},
+                                     "description": "ok/out verdicts per tolerance class (what was checked)"},
                 "within_tolerance": {"type": "boolean"},
             },
         },

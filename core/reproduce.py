@@ -262,9 +262,12 @@ class ReportComparison:
     @property
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
+        checked: dict[str, int] = {}  # what the ok/out verdicts were checked by, per tolerance class
         for n in self.numbers:
             counts[n["status"]] = counts.get(n["status"], 0) + 1
-        return {"numbers": len(self.numbers), "counts": counts,
+            if n["status"] in ("ok", "out"):
+                checked[n["class"]] = checked.get(n["class"], 0) + 1
+        return {"numbers": len(self.numbers), "counts": counts, "checked_by_class": checked,
                 "within_tolerance": counts.get("out", 0) == 0 and counts.get("missing", 0) == 0}
 
 

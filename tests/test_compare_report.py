@@ -136,6 +136,7 @@ def test_report_004_gpu_runs_are_checked_close(db):
     assert s[("Standard 4-layer", "PPL")] == "ok" and s[("Standard 2-layer", "PPL")] == "ok"
     assert s[("0.80", "Shallow%")] == "out" and s[("0.90", "Shallow%")] == "ok"
     assert result.summary["counts"] == {"ok": 30, "out": 2}  # 12 model numbers + 20 threshold numbers
+    assert result.summary["checked_by_class"] == {"close": 32}
     entry = next(n for n in result.numbers if (n["row"], n["column"]) == ("Confidence-Routed", "PPL"))
     assert entry["published"] == 12.98 and entry["ours"] == pytest.approx(13.20)
     assert entry["diff"] == pytest.approx(0.22) and entry["class"] == "close"
@@ -157,6 +158,9 @@ def test_report_004_cpu_runs_are_checked_to_the_printed_digit(db):
     assert s[("Standard 4-layer", "PPL")] == "out" and s[("Standard 2-layer", "PPL")] == "ok"
     assert s[("0.80", "Shallow%")] == "out" and s[("0.90", "Shallow%")] == "out"
     assert result.summary["counts"] == {"ok": 28, "out": 4}
+    from core.compare import summary_line
+
+    assert summary_line(result.summary) == "32 published numbers: 28 ok, 4 out; checked 32 to the printed digit"
     entry = next(n for n in result.numbers if (n["row"], n["column"]) == ("Standard 4-layer", "PPL"))
     assert entry["class"] == "digits" and entry["tolerance"] == "to the printed digit"
     params = next(n for n in result.numbers if n["column"] == "Parameters")
