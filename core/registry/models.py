@@ -80,6 +80,13 @@ class Run(SQLModel, table=True):
     """The last attempt whose end was notified: each end is notified once."""
     checkpoint_json: str | None = None
     """The newest checkpoint: {seq, stage, epoch, stage_done, score, path, bytes, saved_at, seconds}."""
+    # A cluster engine's view of the run (core.scheduler.slurm); None for local subprocesses.
+    executor: str | None = None
+    """The engine asked for (``hrm run --executor slurm``) and then the one that ran it (``local``, ``slurm``)."""
+    external_id: str | None = None
+    """The engine's own id of the job (the Slurm job id), recorded at submission."""
+    external_state: str | None = None
+    """The engine's last state of the job (Slurm: PENDING, RUNNING, COMPLETED, CANCELLED, TIMEOUT, NODE_FAIL, ...)."""
 
 
 class RunAttempt(SQLModel, table=True):

@@ -1,0 +1,387 @@
+"""Workers as Slurm jobs: :class:`SlurmExecutor` submits each run with submitit and reads its fate from Slurm.
+
+- **Submit**: submitit pickles :func:`become_worker` and ``sbatch``-es it; on the node that function
+  redirects its output to the run's ``worker.log`` and ``exec``-s the real worker
+  (``python -P -m core.worker RUN_ID``), which writes its status, events, heartbeat and output into
+  the registry itself, exactly as a local worker does. The registry URL travels in the job's
+  environment (``HRM_DB_URL``, exported by ``sbatch``), never on a command line or in a file.
+- **Watch**: one ``scontrol show job -o`` a second for all jobs (``sacct`` needs accounting storage,
+  which small clusters often lack, and submitit's own ``job.state`` calls it). The run's
+  ``external_state`` follows the job (PENDING, RUNNING, ...).
+- **Stop**: ``hrm cancel`` becomes ``scancel`` (``--signal=KILL`` after the grace period).
+- **Settle**: when the job ends, Slurm's verdict is reconciled with what the worker wrote. The
+  worker knows best when it completed or failed by itself; otherwise Slurm's reason wins (see
+  :func:`verdict`): a job cancelled outside hrm is ``cancelled`` with that said (not a user's cancel,
+  not retried), a time limit, a node failure or a preemption is ``lost`` (an infrastructure ending
+  that ``--retries`` resumes from the newest checkpoint). Rows the worker logged are always kept.
+
+Requires ``pip install hrm-tui[slurm]`` (submitit) and Slurm's client commands on ``PATH``. The run
+folders (``worker.log``, submitit's folder) must be on a filesystem the nodes share, and the registry
+reachable from the nodes: PostgreSQL on a cluster, SQLite only when the "cluster" is this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+
+from core.paths import run_dir, worker_log
+from core.registry import RunStatus, store
+from core.registry.store import RUN
+from core.scheduler.executor import Executor
+from core.scheduler.process import WorkerHandle
+from core.scheduler.spawn import DB_URL_ENV, child_env, module_argv
+
+ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
+                           "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
+                           "RESV_DEL_HOLD"})
+"""Slurm job states in which the job may still run (or is still tearing down): not settled yet."""
+LOST_STATES = {"TIMEOUT": "hit its time limit", "NODE_FAIL": "ended by a node failure (NODE_FAIL)",
+               "BOOT_FAIL": "ended by a node boot failure (BOOT_FAIL)", "PREEMPTED": "was preempted by Slurm",
+               "DEADLINE": "missed its deadline (DEADLINE)"}
+"""Endings that say nothing about the experiment: the run is ``lost`` (``--retries`` resumes it)."""
+_SLURM_TIMEOUT_S = 30.0
+
+
+class SlurmError(OSError):
+    """A Slurm command failed (sbatch refused the job, slurmctld unreachable): one line, no traceback."""
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """What ``scontrol show job`` says about one job."""
+
+    job_id: str
+    state: str
+    reason: str = ""
+    exit_code: int = 0
+    exit_signal: int = 0
+    time_limit: str = ""
+    node: str = ""
+
+    @property
+    def ended(self) -> bool:
+        return self.state not in ACTIVE_STATES
+
+    @property
+    def code(self) -> int:
+        """The exit code as the scheduler reads one: negative for a signal."""
+        return -self.exit_signal if self.exit_signal else self.exit_code
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each job asks Slurm for (``hrm scheduler --executor slurm --partition P --gres gpu:1 --time 2:00:00``)."""
+
+    partition: str | None = None
+    gres: str | None = None
+    time_minutes: int = 60
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """Any other ``sbatch`` option, by its long name without dashes (``{"constraint": "h100"}``)."""
+
+
+# --- the Slurm commands -----------------------------------------------------------------------
+
+def slurm_available() -> str | None:
+    """None when Slurm's client commands are here; else why not (a sentence)."""
+    missing = [c for c in ("sbatch", "scontrol", "scancel") if shutil.which(c) is None]
+    if missing:
+        return f"Slurm's commands are not installed ({', '.join(missing)} not on PATH)"
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        return "submitit is not installed: pip install 'hrm-tui[slurm]'"
+    return None
+
+
+def _slurm(*args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=_SLURM_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SlurmError(f"{args[0]} failed: {exc}") from None
+
+
+def parse_time(text: str | int) -> int:
+    """Slurm's ``--time`` (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) in whole minutes (at least 1)."""
+    if isinstance(text, int):
+        minutes = text
+    else:
+        match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+        if not match:
+            raise ValueError(f"--time {text!r}: expected MINUTES, HH:MM:SS or D-HH:MM:SS")
+        days, a, b, c = (int(x) if x is not None else None for x in match.groups())
+        if days is not None:  # D-HH[:MM[:SS]]
+            seconds = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
+        elif c is not None:  # HH:MM:SS
+            seconds = a * 3600 + b * 60 + c
+        elif b is not None:  # MM:SS
+            seconds = a * 60 + b
+        else:
+            seconds = a * 60
+        minutes = -(-seconds // 60)
+    if minutes < 1:
+        raise ValueError(f"--time {text!r}: a job needs at least one minute")
+    return minutes
+
+
+def _parse_job_line(line: str) -> SlurmJob | None:
+    fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+    job_id = fields.get("JobId")
+    if not job_id:
+        return None
+    code, _, sig = fields.get("ExitCode", "0:0").partition(":")
+    state = fields.get("JobState", "UNKNOWN")
+    return SlurmJob(job_id=job_id, state=state, reason=fields.get("Reason", ""),
+                    exit_code=int(code) if code.isdigit() else 0, exit_signal=int(sig) if sig.isdigit() else 0,
+                    time_limit=fields.get("TimeLimit", ""), node=fields.get("NodeList", ""))
+
+
+def query_jobs() -> dict[str, SlurmJob]:
+    """Every job slurmctld still knows (ended ones for ``MinJobAge`` seconds), by job id; one call."""
+    result = _slurm("scontrol", "show", "job", "-o")
+    if result.returncode != 0:
+        raise SlurmError(f"scontrol show job: {result.stderr.strip() or result.stdout.strip()}")
+    jobs = {}
+    for line in result.stdout.splitlines():
+        job = _parse_job_line(line)
+        if job is not None:
+            jobs[job.job_id] = job
+    return jobs
+
+
+def scancel(job_id: str, *, sig: str | None = None) -> None:
+    """``scancel`` a job, or deliver ``sig`` to all its processes (``--full``: the batch script too)."""
+    args = ["scancel", *(["--full", f"--signal={sig}"] if sig else []), job_id]
+    result = _slurm(*args)
+    if result.returncode != 0 and "already completing or completed" not in result.stderr \
+            and "Invalid job id" not in result.stderr:
+        raise SlurmError(f"{' '.join(args)}: {result.stderr.strip()}")
+
+
+# --- on the node --------------------------------------------------------------------------------
+
+def become_worker(run_id: int, log_path: str) -> None:
+    """Runs on the Slurm node (submitit unpickles and calls it): ``exec`` the hrm worker for ``run_id``.
+
+    The worker's stdout/stderr go to the run's ``worker.log`` (which the worker ships into the
+    registry); submitit's pre-timeout ``SIGUSR2`` is ignored, so only Slurm's SIGTERM at the limit
+    (a clean ``lost`` after the worker's last write) ends the run.
+    """
+    if not os.environ.get(DB_URL_ENV):
+        raise RuntimeError(f"hrm slurm job: {DB_URL_ENV} is not in the job's environment")
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    argv = module_argv("core.worker", str(run_id))
+    os.execve(argv[0], argv, child_env(os.environ[DB_URL_ENV]))
+
+
+# --- the reconciliation -------------------------------------------------------------------------
+
+def verdict(job: SlurmJob, *, cancel_requested: bool) -> tuple[RunStatus, str]:
+    """The run's status and error for a job that ended before its worker wrote a final status of its own
+    (or whose worker only saw an unexplained SIGTERM)."""
+    where = f"Slurm job {job.job_id}" + (f" on {job.node}" if job.node and job.node != "(null)" else "")
+    if job.state == "CANCELLED":
+        if cancel_requested:
+            return RunStatus.CANCELLED, f"cancelled by request (scancel of {where})"
+        return RunStatus.CANCELLED, (f"cancelled by Slurm, not through hrm ({where} was cancelled by scancel or an "
+                                     "administrator)")
+    if job.state in LOST_STATES:
+        limit = f" of {job.time_limit}" if job.state == "TIMEOUT" and job.time_limit else ""
+        return RunStatus.LOST, f"{where} {LOST_STATES[job.state]}{limit}"
+    if job.state == "OUT_OF_MEMORY":
+        return RunStatus.FAILED, f"{where} ran out of memory (OUT_OF_MEMORY): ask for more with --mem"
+    if job.state == "COMPLETED":
+        return RunStatus.FAILED, f"{where} completed but its worker wrote no final status"
+    how = f"signal {job.exit_signal}" if job.exit_signal else f"exit code {job.exit_code}"
+    return RunStatus.FAILED, f"{where} ended {job.state} ({how}) before its worker wrote a final status"
+
+
+class SlurmExecutor(Executor):
+    """Each run a Slurm job (through submitit); states reconciled from ``scontrol``."""
+
+    name = "slurm"
+
+    def __init__(self, db, options: SlurmOptions | None = None, *, env: Mapping[str, str] | None = None,
+                 refresh: float = 1.0, settle_grace: float = 10.0) -> None:
+        problem = slurm_available()
+        if problem:
+            raise SlurmError(problem)
+        self.db = db
+        self.options = options or SlurmOptions()
+        self.env = dict(env or {})
+        self.refresh = refresh
+        self.settle_grace = settle_grace
+        self._jobs: dict[str, SlurmJob] = {}
+        self._read_at = 0.0
+        self._ended_seen: dict[str, float] = {}
+        self._states: dict[str, str] = {}
+        self._done: dict[str, int] = {}
+
+    # --- submit -------------------------------------------------------------------------------
+    def _submitit(self, folder):
+        import submitit
+
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+        opts = self.options
+        params: dict[str, Any] = {"time": opts.time_minutes, "stderr_to_stdout": True, "signal_delay_s": 30}
+        for key in ("partition", "gres", "cpus_per_task", "mem", "account", "qos"):
+            if getattr(opts, key) is not None:
+                params[key] = getattr(opts, key)
+        if opts.extra:
+            params["additional_parameters"] = dict(opts.extra)
+        executor.update_parameters(**params)
+        return executor
+
+    def launch(self, run, slot: str) -> WorkerHandle:
+        """``sbatch`` the run's worker; raises :class:`SlurmError` (an OSError) when Slurm refuses it."""
+        folder = run_dir(self.db, run.id) / "slurm"
+        folder.mkdir(parents=True, exist_ok=True)
+        log_path = worker_log(self.db, run.id)
+        executor = self._submitit(folder)
+        executor.update_parameters(job_name=f"hrm-{run.id}-{run.experiment}")
+        job_env = child_env(self.db.url, self.env)
+        job_env.pop("CUDA_VISIBLE_DEVICES", None)  # Slurm sets it from --gres
+        with _ENVIRON_LOCK:  # sbatch exports the submitting environment: the URL goes in there only
+            saved = dict(os.environ)
+            os.environ.clear()
+            os.environ.update(job_env)
+            try:
+                job = executor.submit(become_worker, run.id, str(log_path))
+            except Exception as exc:  # noqa: BLE001 - submitit raises plain exceptions for sbatch errors
+                raise SlurmError(f"sbatch refused the job: {_first_line(exc)}") from None
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        job_id = str(job.job_id)
+        self._record(run.id, executor=self.name, external_id=job_id, external_state="PENDING")
+        store.add_log(self.db, run.id, f"submitted to Slurm as job {job_id}"
+                      + (f" (partition {self.options.partition})" if self.options.partition else ""),
+                      source="scheduler")
+        self._read_at = 0.0  # see the new job at the next poll
+        return WorkerHandle(run_id=run.id, pid=0, slot=slot, log_path=log_path, external_id=job_id)
+
+    # --- watch --------------------------------------------------------------------------------
+    def _job(self, job_id: str) -> SlurmJob | None:
+        now = time.monotonic()
+        if now - self._read_at >= self.refresh:
+            self._jobs = query_jobs()
+            self._read_at = now
+        return self._jobs.get(job_id)
+
+    def poll(self, handle: WorkerHandle) -> int | None:
+        """None while the job may run; once it ended, the run is settled (see :func:`verdict`) and its code returned."""
+        job_id = handle.external_id
+        if job_id in self._done:
+            return self._done[job_id]
+        job = self._job(job_id)
+        if job is not None and not job.ended:
+            if self._states.get(job_id) != job.state:  # a write only when the state changes
+                self._record(handle.run_id, external_state=job.state)
+                self._states[job_id] = job.state
+            return None
+        run = store.get_run(self.db, handle.run_id)
+        if run is None:
+            code = -1
+        elif job is None:  # purged from slurmctld's memory (MinJobAge), or never known
+            if not RunStatus(run.status).is_terminal:
+                self._finish(run, RunStatus.LOST, f"Slurm job {job_id} is gone from Slurm without its worker "
+                                                  "writing a final status", state="UNKNOWN")
+            code = run.exit_code if run.exit_code is not None else -1
+        else:
+            code = self._settle(run, job)
+            if code is None:
+                return None
+        self._done[job_id] = code
+        self._states.pop(job_id, None)
+        return code
+
+    def _settle(self, run, job: SlurmJob) -> int | None:
+        status = RunStatus(run.status)
+        unexplained = status == RunStatus.CANCELLED and not run.cancel_requested  # the worker saw a bare SIGTERM
+        if status.is_terminal and not (unexplained and (job.state == "CANCELLED" or job.state in LOST_STATES)):
+            self._record(run.id, external_state=job.state,
+                         **({"exit_code": job.code} if run.exit_code is None else {}))
+            return job.code  # the worker's own ending stands
+        first = self._ended_seen.setdefault(job.job_id, time.monotonic())
+        if not status.is_terminal and job.state == "COMPLETED" and time.monotonic() - first < self.settle_grace:
+            return None  # the worker's final write may still be on its way (spooled through an outage)
+        self._ended_seen.pop(job.job_id, None)
+        new_status, error = verdict(job, cancel_requested=bool(run.cancel_requested))
+        self._finish(run, new_status, error, state=job.state, exit_code=job.code)
+        return job.code
+
+    def _finish(self, run, status: RunStatus, error: str, *, state: str, exit_code: int | None = None) -> None:
+        """Settle the run from Slurm's verdict: over a non-terminal status, or over the worker's own
+        ``cancelled`` for a SIGTERM it could not explain (Slurm can). Metrics and logs are untouched."""
+        now = time.time()
+        values: dict[str, Any] = {"status": status.value, "error": error, "external_state": state,
+                                  "finished_at": now, "updated_at": now}
+        if exit_code is not None:
+            values["exit_code"] = exit_code
+        overridable = or_(RUN.c.status.in_((RunStatus.QUEUED.value, RunStatus.STARTING.value, RunStatus.RUNNING.value)),
+                          and_(RUN.c.status == RunStatus.CANCELLED.value, RUN.c.cancel_requested.is_(False)))
+        with self.db.write() as conn:
+            changed = conn.execute(update(RUN).where(RUN.c.id == run.id, overridable).values(**values)).rowcount
+        if changed:
+            store.add_log(self.db, run.id, f"{status.value}: {error}", source="scheduler")
+
+    def _record(self, run_id: int, **values: Any) -> None:
+        with self.db.write() as conn:
+            conn.execute(update(RUN).where(RUN.c.id == run_id).values(**values))
+
+    # --- stop ---------------------------------------------------------------------------------
+    def signal(self, handle: WorkerHandle, sig: int) -> None:
+        if sig == signal.SIGKILL:
+            scancel(handle.external_id, sig="KILL")
+            scancel(handle.external_id)
+        else:
+            scancel(handle.external_id, sig=signal.Signals(sig).name.removeprefix("SIG"))
+        self._read_at = 0.0
+
+    def cancel(self, handle: WorkerHandle, *, force: bool = False) -> None:
+        """``scancel`` (Slurm sends SIGTERM, the worker records ``cancelled``), or SIGKILL with ``force``."""
+        if force:
+            self.signal(handle, signal.SIGKILL)
+        else:
+            scancel(handle.external_id)
+            self._read_at = 0.0
+
+    def adopt(self, run) -> WorkerHandle | None:
+        """The job of a run this scheduler's name submitted before a restart, while Slurm still knows it."""
+        job_id = getattr(run, "external_id", None)
+        if getattr(run, "executor", None) != self.name or not job_id:
+            return None
+        self._read_at = 0.0
+        if self._job(job_id) is None:
+            return None
+        return WorkerHandle(run_id=run.id, pid=run.pid or 0, slot=run.gpu or "cpu",
+                            log_path=worker_log(self.db, run.id), external_id=job_id)
+
+
+_ENVIRON_LOCK = threading.Lock()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
