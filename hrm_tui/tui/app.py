@@ -296,10 +296,16 @@ class HrmApp(App[None]):
         self.run_registry_action("queued", None, submit)
 
     def cancel_run(self, run_id: int | None) -> None:
+        """Ask, then cancel; a run that cannot be cancelled gets the reason instead of a question."""
         row = self._require(run_id)
-        if row is not None:
-            self._confirm(f"Cancel run {row.id} ({row.experiment}, {row.status})?", "cancel",
-                          lambda: self.run_registry_action("cancel", row.id, partial(api.cancel, self.db, row.id)))
+        if row is None:
+            return
+        why = row.why_not_cancellable()
+        if why:
+            self.notify(why, title="cancel", severity="warning", markup=False)
+            return
+        self._confirm(f"Cancel run {row.id} ({row.experiment}, {row.status})?", "cancel",
+                      lambda: self.run_registry_action("cancel", row.id, partial(api.cancel, self.db, row.id)))
 
     def retry_run(self, run_id: int | None) -> None:
         row = self._require(run_id)
@@ -307,10 +313,16 @@ class HrmApp(App[None]):
             self.run_registry_action("retry", row.id, partial(api.retry, self.db, row.id))
 
     def delete_run(self, run_id: int | None) -> None:
+        """Ask, then delete; a run that cannot be deleted (it is running) gets the reason instead."""
         row = self._require(run_id)
-        if row is not None:
-            self._confirm(f"Delete run {row.id} ({row.experiment}, {row.status}) and all its metrics?", "delete",
-                          lambda: self.run_registry_action("delete", row.id, partial(api.delete, self.db, row.id)))
+        if row is None:
+            return
+        why = row.why_not_deletable()
+        if why:
+            self.notify(why, title="delete", severity="warning", markup=False)
+            return
+        self._confirm(f"Delete run {row.id} ({row.experiment}, {row.status}) and all its metrics?", "delete",
+                      lambda: self.run_registry_action("delete", row.id, partial(api.delete, self.db, row.id)))
 
     def _require(self, run_id: int | None):
         row = self.runs.get(run_id) if run_id is not None else None

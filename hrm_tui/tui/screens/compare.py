@@ -23,6 +23,9 @@ from hrm_tui.tui.series import ALL_STAGES, RunSeries
 from hrm_tui.tui.widgets.loss_chart import LossChart
 
 CURVE_PREFERENCE = ("val_loss", "val_ppl")
+COMPARISON_FIRST = ("run", "best", "vs_baseline_pct")
+"""When the table is wider than the terminal, these columns come first (then the rest, in order),
+so the comparison itself is on screen at 80 columns and the config keys scroll."""
 
 
 class CompareScreen(HrmScreen):
@@ -74,13 +77,29 @@ class CompareScreen(HrmScreen):
         view = self.query_one("#compare-table", DataTable)
         cursor = view.cursor_row
         view.clear(columns=True)
-        for col in table.columns:
+        columns = self._column_order(table)
+        for col in columns:
             view.add_column(col.label, key=col.key)
         for row in table.rows:
-            view.add_row(*(self._cell(row, col) for col in table.columns), key=str(row["run"]))
+            view.add_row(*(self._cell(row, col) for col in columns), key=str(row["run"]))
         if table.rows:
             view.move_cursor(row=min(cursor, len(table.rows) - 1))
         self.query_one("#compare-notes", Static).update(Text("\n".join(table.notes), style="dim"))
+
+    def _column_order(self, table: compare.Table) -> list[compare.Column]:
+        """The table's own order when it fits the screen; else the comparison columns first."""
+        def width(col: compare.Column) -> int:
+            cells = [compare.format_value(row.get(col.key), col) for row in table.rows]
+            return max([len(col.label), *map(len, cells)]) + 2  # DataTable pads a cell by one each side
+
+        if sum(map(width, table.columns)) <= self.size.width:
+            return list(table.columns)
+        first = [c for key in COMPARISON_FIRST for c in table.columns if c.key == key]
+        return first + [c for c in table.columns if c not in first]
+
+    def on_resize(self) -> None:
+        if self.table is not None:
+            self._show_table(self.table)
 
     @staticmethod
     def _cell(row: dict[str, Any], col: compare.Column) -> Text:

@@ -119,7 +119,18 @@ class NewRunScreen(ModalScreen[dict[str, Any] | None]):
         general.update("" if field in names else message)
         general.display = bool(message) and field not in names
 
+    def on_descendant_focus(self) -> None:
+        """Mark the field being edited (its name is highlighted: see ``.field.-current`` in hrm.tcss)."""
+        focused = self.focused
+        for field in self.query(".field"):
+            field.set_class(focused is not None and field in focused.ancestors, "-current")
+
     @on(Input.Submitted)
+    def _next_field(self, event: Input.Submitted) -> None:
+        """Enter in a field moves to the next one; only ctrl+s or the Queue button submit."""
+        event.stop()
+        self.focus_next()
+
     @on(Button.Pressed, "#submit")
     def action_submit(self) -> None:
         values = self._values()
