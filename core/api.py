@@ -264,9 +264,7 @@ def read_worker_log(db: Database, run_id: int, offset: int | None = 0) -> LogChu
         from core.registry import output
 
         start, data = output.read_from(db, run_id, offset, tail_bytes=LOG_TAIL_BYTES)
-        size = start + len(data)
-        if offset is not None and start > offset:
-            offset = start  # the oldest chunks were dropped (bounded per run): go on from the oldest kept
+        size = start + len(data)  # past ``offset`` when the oldest chunks were dropped (bounded per run)
     else:
         start = max(0, size - LOG_TAIL_BYTES) if offset is None else offset
         if size <= start:

@@ -438,6 +438,9 @@ def test_any_scheduler_settles_stale_runs_of_other_hosts_and_leaves_live_ones(db
     scheduler = Scheduler(db, Slots(), name="here", stale_after=10)
     scheduler.register()
     scheduler.check_liveness()
+    assert status_of(db, gone.id) == "running", "a scheduler that just started gives workers a window to beat"
+    scheduler._registry_ok_since -= 10  # as if it had been watching the registry for a whole window
+    scheduler.check_liveness()
     assert status_of(db, gone.id) == "lost"
     assert "no worker heartbeat for 30 s" in store.get_run(db, gone.id).error
     assert status_of(db, legacy.id) == "running", "a run without heartbeats gets ten windows"

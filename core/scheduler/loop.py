@@ -177,6 +177,9 @@ class Scheduler:
         self.fenced = False
         self._stop = False
         self._backoff = Backoff(first=0.5, longest=10.0)
+        self._registry_ok_since = time.time()
+        """Since when the registry has answered without a break: nobody could beat during an outage, so
+        heartbeats are judged stale only a full window after it (and after this scheduler's start)."""
 
     # --- lifecycle ----------------------------------------------------------------------------
     def register(self) -> leases.Lease:
@@ -260,6 +263,7 @@ class Scheduler:
         lasted = self._backoff.succeeded()
         if lasted is not None:
             log.info("registry back after %.1f s", lasted)
+            self._registry_ok_since = time.time()
         return result
 
     def renew(self) -> bool:
@@ -378,13 +382,21 @@ class Scheduler:
                 store.add_log(self.db, run.id, f"SIGKILL sent after {self.grace:.0f} s grace", source="scheduler")
 
     def check_liveness(self) -> None:
-        """Runs whose worker stopped beating: kill ours first (a stopped worker must not resume), mark lost."""
+        """Runs whose worker stopped beating: kill ours first (a stopped worker must not resume), mark lost.
+
+        Within a window after a registry outage (or this scheduler's start) only workers seen stopped
+        (SIGSTOP) are settled: the others could not beat while the registry was away. A stopped worker is
+        settled at once, since it may be the very writer holding the registry's lock.
+        """
+        settled_all = time.time() - self._registry_ok_since >= self.stale_after
         for row in leases.stale_running(self.db, stale_after=self.stale_after):
             run_id = row["id"]
             seen = time.time() - row["last_seen"]
             handle = self.workers.get(run_id)
+            stopped = handle is not None and self.executor.is_stopped(handle)
+            if not stopped and not settled_all:
+                continue
             if handle is not None:
-                stopped = self.executor.is_stopped(handle)
                 self.executor.signal(handle, signal.SIGKILL)
                 if isinstance(self.executor, LocalExecutor):
                     self.executor.reap_quietly(handle)
