@@ -252,6 +252,7 @@ class Scheduler:
 
     def _guarded(self, action):
         """Run ``action``; a transient registry error is logged and retried later with backoff."""
+        started = time.monotonic()
         try:
             result = action()
         except Exception as exc:
@@ -263,6 +264,8 @@ class Scheduler:
         lasted = self._backoff.succeeded()
         if lasted is not None:
             log.info("registry back after %.1f s", lasted)
+            self._registry_ok_since = time.time()
+        elif time.monotonic() - started > STALL_LOG_AFTER:  # waited on the lock: the workers did too
             self._registry_ok_since = time.time()
         return result
 
