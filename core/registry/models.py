@@ -175,7 +175,8 @@ class RunTag(SQLModel, table=True):
 
 
 class SchedulerHeartbeat(SQLModel, table=True):
-    """One row per live scheduler; a stale ``beat_at`` means it is gone."""
+    """Superseded by :class:`SchedulerLease` (one row per scheduler name, fenced); kept so that older
+    registries open unchanged."""
 
     id: int | None = Field(default=None, primary_key=True)
     host: str
