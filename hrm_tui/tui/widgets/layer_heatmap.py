@@ -76,7 +76,7 @@ class LayerHeatmap(Static):
 def _cells(grid: Grid | None) -> tuple[list[Text], list[list[Text]]]:
     if grid is None:
         return [Text("no per-layer metrics yet")], []
-    header = [Text(f"layer · {grid.key}"), *(Text(label, justify="right") for label in grid.columns)]
+    header = [Text(f"layer · {grid.key}"), *(Text(f" {label} ", justify="right") for label in grid.columns)]
     bounds = grid.bounds() or (0.0, 0.0)
     profile = len(grid.columns) == 1  # one value per layer (an end-of-run profile): draw it as bars too
     if profile:
