@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from hrm_tui.cli import CONTEXT_SETTINGS, HrmCommand, PlainHelp, command_holder
-from hrm_tui.cli.common import db_target, ensure_scheduler, err_console
+from hrm_tui.cli.common import MAX_ID, db_target, ensure_scheduler, err_console
 
 
 def _common_run_parameters() -> list[inspect.Parameter]:
@@ -30,7 +30,7 @@ def _common_run_parameters() -> list[inspect.Parameter]:
         opt("hrm_wait", bool, False, "--wait",
             help="block until the run ends, then print its result; exit 0 only if it completed"),
         opt("hrm_tags", list[str], [], "--tag", "-t", help="tag the run (repeatable)"),
-        opt("hrm_priority", int, 0, "--priority", help="higher runs first"),
+        opt("hrm_priority", int, 0, "--priority", help="higher runs first", min=-MAX_ID, max=MAX_ID),
         opt("hrm_start", bool, True, "--start-scheduler/--no-start-scheduler",
             help="start a background scheduler when none is alive"),
         opt("hrm_retries", Optional[int], None, "--retries", min=0, max=100,
@@ -46,49 +46,57 @@ def _common_run_parameters() -> list[inspect.Parameter]:
 
 def make_run_command(name: str):
     """The ``hrm run NAME`` command function, its options generated from the experiment's config."""
-    from core import api
     from core.experiments import get_experiment
-    from core.registry import RunStatus
     from hrm_tui.options import option_parameters, plain_values, with_signature
 
     experiment = get_experiment(name)
 
     def command(ctx: typer.Context, **kwargs: Any) -> None:
-        kwargs = plain_values(kwargs)
-        db_arg = db_target(ctx, kwargs.pop("hrm_db"))
-        follow, wait = kwargs.pop("hrm_follow"), kwargs.pop("hrm_wait")
-        tags, priority, start = kwargs.pop("hrm_tags"), kwargs.pop("hrm_priority"), kwargs.pop("hrm_start")
-        policy = {"max_retries": kwargs.pop("hrm_retries"), "on_finish": kwargs.pop("hrm_on_finish"),
-                  "webhook": kwargs.pop("hrm_webhook")}
-        host = kwargs.pop("hrm_host")
-        api.validate_config(name, kwargs)  # before the registry is touched: bad input writes nothing
-        api.check_run_policy(**policy)
-        db = api.open_registry(db_arg, create=True)
-        run = api.submit(db, name, kwargs, tags=tags, priority=priority, host=host)
-        api.set_run_policy(db, run.id, **policy)
-        err_console().print(f"run [bold]{run.id}[/bold] queued ({name}, {run.variant})"
-                            + ("; waiting for it to end" if wait and not follow else ""))
-        if not sys.stdout.isatty():
-            sys.stdout.write(f"{run.id}\n")
-            sys.stdout.flush()
-        ensure_scheduler(db, start, quiet=False)
-        if wait and not follow:
-            from hrm_tui.cli.follow import result_line
-
-            final = api.wait(db, run.id)
-            err_console().print(result_line(api.list_records(db, ids=[run.id])[0], final.error), highlight=False)
-            raise typer.Exit(0 if final.status == RunStatus.COMPLETED.value else 1)
-        if follow:
-            from hrm_tui.cli.follow import follow_run
-
-            final_status = follow_run(db, run.id)
-            raise typer.Exit(0 if final_status == RunStatus.COMPLETED.value else 1)
+        queue_from_options(ctx, name, plain_values(kwargs))
 
     command.__name__ = name.replace("-", "_")
     command.__doc__ = experiment.description
     ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
     params = [ctx_param, *option_parameters(experiment.config_cls), *_common_run_parameters()]
     return with_signature(command, params)
+
+
+def queue_from_options(ctx: typer.Context, name: str, kwargs: dict[str, Any]) -> None:
+    """Validate, queue, then ``--wait`` or ``--follow``: what ``hrm run NAME`` and ``hrm exec`` share.
+
+    ``kwargs`` holds the experiment's config values and the ``hrm_*`` values of :func:`_common_run_parameters`.
+    """
+    from core import api
+    from core.registry import RunStatus
+
+    db_arg = db_target(ctx, kwargs.pop("hrm_db"))
+    follow, wait = kwargs.pop("hrm_follow"), kwargs.pop("hrm_wait")
+    tags, priority, start = kwargs.pop("hrm_tags"), kwargs.pop("hrm_priority"), kwargs.pop("hrm_start")
+    policy = {"max_retries": kwargs.pop("hrm_retries"), "on_finish": kwargs.pop("hrm_on_finish"),
+              "webhook": kwargs.pop("hrm_webhook")}
+    host = kwargs.pop("hrm_host")
+    api.validate_config(name, kwargs)  # before the registry is touched: bad input writes nothing
+    api.check_run_policy(**policy)
+    db = api.open_registry(db_arg, create=True)
+    run = api.submit(db, name, kwargs, tags=tags, priority=priority, host=host)
+    api.set_run_policy(db, run.id, **policy)
+    err_console().print(f"run [bold]{run.id}[/bold] queued ({name}, {run.variant})"
+                        + ("; waiting for it to end" if wait and not follow else ""))
+    if not sys.stdout.isatty():
+        sys.stdout.write(f"{run.id}\n")
+        sys.stdout.flush()
+    ensure_scheduler(db, start, quiet=False)
+    if wait and not follow:
+        from hrm_tui.cli.follow import result_line
+
+        final = api.wait(db, run.id)
+        err_console().print(result_line(api.list_records(db, ids=[run.id])[0], final.error), highlight=False)
+        raise typer.Exit(0 if final.status == RunStatus.COMPLETED.value else 1)
+    if follow:
+        from hrm_tui.cli.follow import follow_run
+
+        final_status = follow_run(db, run.id)
+        raise typer.Exit(0 if final_status == RunStatus.COMPLETED.value else 1)
 
 
 class ExperimentCommands(PlainHelp, TyperGroup):
