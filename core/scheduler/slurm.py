@@ -36,8 +36,9 @@ from typing import Any
 
 from sqlalchemy import and_, or_, update
 
-from core.paths import run_dir, worker_log
+from core.paths import run_dir, runs_root, worker_log
 from core.registry import RunStatus, store
+from core.registry.db import sqlite_path
 from core.registry.store import RUN
 from core.scheduler.executor import Executor
 from core.scheduler.process import WorkerHandle
@@ -262,6 +263,8 @@ class SlurmExecutor(Executor):
         executor.update_parameters(job_name=f"hrm-{run.id}-{run.experiment}")
         job_env = child_env(self.db.url, self.env)
         job_env.pop("CUDA_VISIBLE_DEVICES", None)  # Slurm sets it from --gres
+        if sqlite_path(self.db.url) is None:  # the run folders' base, whatever the job's working folder
+            job_env.setdefault("HRM_HOME", str(runs_root(self.db).parent))
         with _ENVIRON_LOCK:  # sbatch exports the submitting environment: the URL goes in there only
             saved = dict(os.environ)
             os.environ.clear()
@@ -385,3 +388,17 @@ _ENVIRON_LOCK = threading.Lock()
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[-1] if text else type(exc).__name__
+
+
+
+def slurm_options(*, partition: str | None = None, gres: str | None = None, time_limit: str | None = None,
+                  cpus_per_task: int | None = None, mem: str | None = None) -> SlurmOptions:
+    """:class:`SlurmOptions` from the command line's; ValueError for a bad one (a usage error, nothing written)."""
+    if partition is not None and not re.fullmatch(r"[\w.-]+", partition):
+        raise ValueError(f"--partition {partition!r}: expected a partition name")
+    if gres is not None and not re.fullmatch(r"[\w.:,/-]+", gres):
+        raise ValueError(f"--gres {gres!r}: expected Slurm's form, e.g. gpu:1 or gpu:h100:2")
+    if mem is not None and not re.fullmatch(r"\d+[KMGT]?", mem):
+        raise ValueError(f"--mem {mem!r}: expected Slurm's form, e.g. 16G or 4000M")
+    return SlurmOptions(partition=partition, gres=gres, cpus_per_task=cpus_per_task, mem=mem,
+                        time_minutes=parse_time(time_limit) if time_limit is not None else 60)

@@ -25,6 +25,14 @@ def scheduler(
         "--name", show_default="this host's name", help="scheduler name: one scheduler per name (host) per registry")] = None,
     stale_after: Annotated[float, typer.Option(
         "--stale-after", min=1, help="seconds without a worker heartbeat before its run is marked lost")] = 60.0,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="where workers run: local (subprocesses) or slurm (a job each, through submitit)")] = "local",
+    partition: Annotated[Optional[str], typer.Option("--partition", help="slurm: the partition to submit to")] = None,
+    gres: Annotated[Optional[str], typer.Option("--gres", help="slurm: generic resources per job, e.g. gpu:1")] = None,
+    time_limit: Annotated[Optional[str], typer.Option(
+        "--time", show_default="1:00:00", help="slurm: each job's time limit (MINUTES, HH:MM:SS or D-HH:MM:SS)")] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option("--cpus-per-task", min=1, help="slurm: CPUs per job")] = None,
+    mem: Annotated[Optional[str], typer.Option("--mem", help="slurm: memory per job, e.g. 16G")] = None,
     db: DbOption = None,
 ) -> None:
     """Run the scheduler in the foreground: launch queued runs as worker subprocesses."""
@@ -36,10 +44,35 @@ def scheduler(
     api.check_run_policy(on_finish=on_finish, webhook=webhook)
     if name is not None and not name.strip():
         raise api.UserError("--name: a scheduler name cannot be empty", 2)
-    slots = Slots.from_options(gpus, pack=pack, max_parallel=max_parallel)
+    slurm_flags = [flag for flag, value in (("--partition", partition), ("--gres", gres), ("--time", time_limit),
+                                            ("--cpus-per-task", cpus_per_task), ("--mem", mem)) if value is not None]
+    if executor not in ("local", "slurm"):
+        raise api.UserError(f"--executor {executor!r}: expected local or slurm", 2)
+    if executor == "local" and slurm_flags:
+        raise api.UserError(f"{slurm_flags[0]} is a Slurm option: add --executor slurm", 2)
+    if executor == "slurm":
+        if gpus or pack != 1:
+            raise api.UserError("--gpus and --pack are for local workers: with --executor slurm ask Slurm with --gres", 2)
+        from core.scheduler.slurm import SlurmExecutor, slurm_available, slurm_options
+
+        try:
+            options = slurm_options(partition=partition, gres=gres, time_limit=time_limit,
+                                    cpus_per_task=cpus_per_task, mem=mem)
+        except ValueError as exc:
+            raise api.UserError(str(exc), 2) from None
+        if (problem := slurm_available()) is not None:
+            raise api.UserError(f"--executor slurm: {problem}", 1)
+        slots = Slots.from_options("", max_parallel=max_parallel or 16)  # Slurm places the jobs: this bounds how many
+    else:
+        slots = Slots.from_options(gpus, pack=pack, max_parallel=max_parallel)
     database = registry(ctx, db, create=True)
+    engine = None
+    if executor == "slurm":
+        beat = max(0.2, min(5.0, stale_after / 6))
+        engine = SlurmExecutor(database, options, env={"HRM_HEARTBEAT_INTERVAL": f"{beat:g}"})
     shown = getattr(database, "safe_url", None) or "the registry"
-    err_console().print(f"scheduler {name or api.local_scheduler_name()!r} on {slots.describe()} for {shown} "
+    where = f"Slurm (up to {slots.max_parallel} jobs)" if executor == "slurm" else slots.describe()
+    err_console().print(f"scheduler {name or api.local_scheduler_name()!r} on {where} for {shown} "
                         "(Ctrl-C stops; running workers continue)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
@@ -47,6 +80,6 @@ def scheduler(
 
         policy = EndPolicy(retries=retries, on_finish=on_finish, webhook=webhook)
         Scheduler(database, slots, name=name, stale_after=stale_after, once=once, idle_exit=idle_exit,
-                  end_policy=policy).run()
+                  end_policy=policy, executor=engine).run()
     except SchedulerAlreadyRunning as exc:
         raise api.UserError(str(exc), 1) from None

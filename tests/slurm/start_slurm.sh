@@ -50,11 +50,17 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscr
 CONF
 if ! cmp -s "$conf.new" "$conf"; then mv "$conf.new" "$conf"; changed=1; else rm -f "$conf.new"; changed=0; fi
 rm -f /etc/slurm/cgroup.conf  # autodetect; slurm 22.05 has no 'disabled'
-pgrep -r R,S,D -x munged >/dev/null || su -s /bin/sh munge -c "munged" 2>/dev/null || munged --force
-stop() { pkill -x "$1" || true; for _ in $(seq 1 50); do pgrep -x "$1" >/dev/null || return 0; sleep 0.2; done; pkill -9 -x "$1" || true; }
+started=""
+running() { pgrep -r R,S,D -x "$1" >/dev/null; }
+if ! running munged; then
+  su -s /bin/sh munge -c "munged" 2>/dev/null || munged --force
+  started="$started munged"
+fi
+stop() { pkill -x "$1" || true; for _ in $(seq 1 50); do running "$1" || return 0; sleep 0.2; done; pkill -9 -x "$1" || true; }
 if [ "$changed" = 1 ]; then stop slurmctld; stop slurmd; fi
-pgrep -r R,S,D -x slurmctld >/dev/null || slurmctld
-pgrep -r R,S,D -x slurmd >/dev/null || slurmd
+running slurmctld || { slurmctld; started="$started slurmctld"; }
+running slurmd || { slurmd; started="$started slurmd"; }
+echo "started:${started:- nothing (already running)}"
 for _ in $(seq 1 60); do
   state=$(sinfo -h -n "$host" -o %T 2>/dev/null || true)
   case "$state" in idle*|mixed*|alloc*) echo "slurm up: node $host ($state), partition debug"; exit 0;; esac

@@ -1,0 +1,173 @@
+"""The Slurm executor against a real one-node Slurm: ``hrm scheduler --executor slurm`` submitting real
+hrm workers through submitit, and each way a job can end (completed, cancelled by the user, cancelled
+by Slurm from outside hrm, killed at its time limit). Skipped unless root with slurm-wlm and munge."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core import api
+from core.registry import open_database, store
+from tests.conftest import subprocess_env, wait_for
+from tests.pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
+from tests.slurm_fixture import slurm_partition  # noqa: F401  (fixture)
+
+
+def hrm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hrm_tui", *args], capture_output=True, text=True,
+                          env=subprocess_env(), timeout=timeout)
+
+
+def slurm_scheduler(url: str, partition: str, *extra: str) -> subprocess.Popen:
+    """``hrm scheduler --executor slurm`` in the background, as a user starts it."""
+    return subprocess.Popen([sys.executable, "-m", "hrm_tui", "--db", url, "scheduler", "--executor", "slurm",
+                             "--partition", partition, "--stale-after", "30", *extra],
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.stderr.read()
+
+
+def job_state(job_id: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    return next((f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")), "GONE")
+
+
+def running_with_epochs(db, run_id: int, epochs: int = 2):
+    run = store.get_run(db, run_id)
+    if run.status.is_terminal:
+        raise AssertionError(f"run {run_id} ended early: {run.status} {run.error}")
+    return run if run.status == "running" and run.epoch >= epochs else None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runs.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_slurm_job_completes_with_its_epoch_and_layer_rows(slurm_partition, registry_url):  # noqa: F811
+    db = open_database(registry_url, create=True)
+    run = api.submit(db, "smoke", {"epochs": 3, "layers": 2, "noisy": True})
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", registry_url, "scheduler", "--executor", "slurm",
+                           "--partition", slurm_partition, "--time", "0:05:00", "--once"],
+                          capture_output=True, text=True, env=subprocess_env(), timeout=180)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    final = store.get_run(db, run.id)
+    assert final.status == "completed", (final.error, final.stderr_tail)
+    assert final.executor == "slurm" and final.external_id and final.external_id.isdigit()
+    assert final.external_state == "COMPLETED" and final.exit_code == 0
+    assert job_state(final.external_id) in ("COMPLETED", "GONE")
+    epoch_rows = store.metrics(db, run.id, kind="epoch")
+    layer_rows = store.metrics(db, run.id, kind="layer")
+    assert sorted({r["epoch"] for r in epoch_rows}) == [1, 2, 3]
+    assert sorted({(r["epoch"], r["layer"]) for r in layer_rows}) == [(e, i) for e in (1, 2, 3) for i in (1, 2)]
+    logged = [line["message"] for line in store.logs(db, run.id)]
+    assert f"submitted to Slurm as job {final.external_id} (partition {slurm_partition})" in logged
+    # The worker's output (its stray prints) reached the registry: readable from any host.
+    shown = hrm("--db", registry_url, "logs", str(run.id))
+    assert shown.returncode == 0 and "stray print" in shown.stdout, shown.stdout + shown.stderr
+    # The registry URL went to the job through its environment, not its command line or script.
+    script = next((db_dir for db_dir in _slurm_folder(db, run.id).glob("*_submission.sh")), None)
+    assert script is not None and "HRM_DB_URL" not in script.read_text() and registry_url not in script.read_text()
+    print(f"\nslurm ({registry_url.split(':')[0]}): submit -> completed in {took:.1f} s (scheduler start to exit)")
+    db.dispose()
+
+
+def _slurm_folder(db, run_id: int):
+    from core.paths import run_dir
+
+    return run_dir(db, run_id) / "slurm"
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_user_cancel_and_a_cancel_from_outside_hrm_end_differently(slurm_partition, tmp_path):  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = open_database(url, create=True)
+    by_user = api.submit(db, "smoke", {"epochs": 400, "layers": 2, "sleep": 0.3})
+    by_slurm = api.submit(db, "smoke", {"epochs": 400, "layers": 2, "sleep": 0.3})
+    scheduler = slurm_scheduler(url, slurm_partition, "--retries", "1")
+    try:
+        wait_for(lambda: running_with_epochs(db, by_user.id) and running_with_epochs(db, by_slurm.id), timeout=90)
+        user_job = store.get_run(db, by_user.id).external_id
+        slurm_job = store.get_run(db, by_slurm.id).external_id
+        assert job_state(user_job) == job_state(slurm_job) == "RUNNING"
+
+        cancelled = hrm("--db", url, "cancel", str(by_user.id))
+        assert cancelled.returncode == 0, cancelled.stderr
+        subprocess.run(["scancel", slurm_job], check=True)  # an administrator, or the user with Slurm's tools
+
+        wait_for(lambda: store.get_run(db, by_user.id).status.is_terminal
+                 and store.get_run(db, by_slurm.id).status.is_terminal, timeout=60)
+        time.sleep(3)  # a retry, were one wrongly made, would be queued by now
+    finally:
+        errors = stop(scheduler)
+    user, slurm = store.get_run(db, by_user.id), store.get_run(db, by_slurm.id)
+    assert (user.status, user.cancel_requested) == ("cancelled", True), (user.error, errors)
+    assert "cancelled by request" in user.error
+    assert user.external_state == "CANCELLED" and job_state(user_job) in ("CANCELLED", "GONE")
+    assert (slurm.status, slurm.cancel_requested) == ("cancelled", False), (slurm.error, errors)
+    assert slurm.error.startswith("cancelled by Slurm, not through hrm") and slurm_job in slurm.error
+    assert slurm.external_state == "CANCELLED"
+    assert slurm.attempt == 1, "a cancel from outside hrm is a decision, not an infrastructure failure: not retried"
+    for run in (user, slurm):  # what was logged is kept
+        assert len(store.metrics(db, run.id, kind="epoch")) >= 2 * 2
+        assert len(store.metrics(db, run.id, kind="layer")) >= 2 * 2
+    db.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_job_past_its_time_limit_is_lost_with_its_rows_kept(slurm_partition, tmp_path):  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = open_database(url, create=True)
+    run = api.submit(db, "smoke", {"epochs": 2000, "layers": 2, "sleep": 0.5})
+    scheduler = slurm_scheduler(url, slurm_partition, "--time", "1")
+    try:
+        wait_for(lambda: running_with_epochs(db, run.id), timeout=90)
+        started = time.monotonic()
+        wait_for(lambda: store.get_run(db, run.id).status.is_terminal, timeout=150, interval=0.5)
+        took = time.monotonic() - started
+    finally:
+        errors = stop(scheduler)
+    final = store.get_run(db, run.id)
+    assert final.status == "lost", (final.status, final.error, errors)
+    assert "hit its time limit" in final.error and final.external_id in final.error
+    assert final.external_state == "TIMEOUT" and final.cancel_requested is False
+    epochs = store.metrics(db, run.id, kind="epoch")
+    assert len({r["epoch"] for r in epochs}) >= 20, "the rows logged before the limit are kept"
+    assert final.epoch == max(r["epoch"] for r in epochs)
+    print(f"\nslurm: a 1-minute job ran {final.epoch} epochs and was lost to TIMEOUT {took:.0f} s after its first epochs")
+    db.dispose()
+
+
+def test_bad_slurm_options_are_refused_before_anything_is_written(tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    for args, message in ((["--executor", "slurm", "--time", "soon"], "--time 'soon'"),
+                          (["--executor", "slurm", "--gres", "gpu 1"], "--gres"),
+                          (["--partition", "debug"], "add --executor slurm"),
+                          (["--executor", "pbs"], "expected local or slurm")):
+        done = hrm("--db", url, "scheduler", *args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: ") and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs.db").exists()
