@@ -160,6 +160,19 @@ def _write_file(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def _write_tensors(path: Path, tensors: dict[str, Any]) -> int:
+    """Write the tensors as one safetensors file straight to disk (no in-memory copy), fsynced; returns its size."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        os.fsync(fd)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
 def _publish(tmp: Path, final: Path) -> None:
     """Rename the finished temporary folder into place and make the rename durable."""
     os.rename(tmp, final)
@@ -250,8 +263,6 @@ class Checkpoints:
         (the registry is unreachable and events wait in the worker's spool): a checkpoint whose
         events might be lost on resume would be worse than one checkpoint fewer.
         """
-        from safetensors.torch import save as save_tensors
-
         started = time.perf_counter()
         cursor = self.cursor() if self.cursor else {}
         if cursor is None:
@@ -273,18 +284,17 @@ class Checkpoints:
             "state": encoder.encode(dict(state)),
             "rng": encoder.encode(capture_rng()),
         }
-        blob = save_tensors(encoder.tensors) if encoder.tensors else save_tensors({})
         final = self.directory / f"ckpt-{seq:06d}"
         tmp = self.directory / f"{_TMP_PREFIX}{seq:06d}-{os.getpid()}"
-        tmp.mkdir()
-        _write_file(tmp / TENSORS_FILE, blob)
+        tmp.mkdir()  # fresh and ours (mkdir fails on anything already there): files inside are safe to create
+        size = _write_tensors(tmp / TENSORS_FILE, encoder.tensors)
         _write_file(tmp / STATE_FILE, json.dumps(body, allow_nan=False).encode())
         _fsync_dir(tmp)
         _publish(tmp, final)
         self._prune()
         if self.on_saved is not None:
             self.on_saved({"seq": seq, "stage": body["stage"], "epoch": body["epoch"], "stage_done": body["stage_done"],
-                           "score": body["score"], "path": str(final), "bytes": len(blob),
+                           "score": body["score"], "path": str(final), "bytes": size,
                            "saved_at": body["saved_at"], "seconds": time.perf_counter() - started})
         return final
 

@@ -84,14 +84,13 @@ KILL_MID_SAVE = textwrap.dedent("""
     if sys.argv[2] == "rename":
         ck._publish = die
     else:
-        real = ck._write_file
-        def half_then_die(path, data):
-            if path.name == ck.TENSORS_FILE:
-                with open(path, "wb") as f:
-                    f.write(data[: len(data) // 2])
-                die()
-            real(path, data)
-        ck._write_file = half_then_die
+        def half_then_die(path, tensors):
+            from safetensors.torch import save
+            data = save(tensors)
+            with open(path, "wb") as f:
+                f.write(data[: len(data) // 2])
+            die()
+        ck._write_tensors = half_then_die
     store.save({"w": torch.full((50_000,), 7.0)}, epoch=2, score=1.0)
 """)
 
