@@ -33,6 +33,7 @@ from core.compare_export import (  # noqa: F401
     COMPARE_JSON_SCHEMA, COMPARE_JSON_SCHEMA_ID, FORMATS, CompareError, export, latex_escape, summary_line, to_csv,
     to_json, to_latex, to_markdown,
 )
+from core.registry.view import format_number
 
 FIELDS = ("last", "min", "max", "min_epoch", "max_epoch", "count", "best")
 IGNORED_CONFIG_KEYS = ("variant",)
@@ -155,14 +156,7 @@ def format_value(value: Any, col: Column | None = None) -> str:
     if col is not None and col.type == "integer" or isinstance(value, int):
         return f"{int(round(value)):,}" + (col.suffix if col else "")
     value = float(value)
-    if value.is_integer() and abs(value) >= 1000:
-        text = f"{int(value):,}"
-    elif abs(value) >= 1000:
-        text = f"{value:,.2f}"
-    elif value and abs(value) < 1e-3:
-        text = f"{value:.4g}"
-    else:
-        text = f"{value:.4f}".rstrip("0").rstrip(".")
+    text = format_number(value)
     if col is not None and col.signed and value > 0:
         text = "+" + text
     return text + (col.suffix if col else "")

@@ -13,29 +13,16 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from core.registry.view import format_number, record_headline
+
 STATUS_STYLES = {
     "queued": "cyan", "starting": "yellow", "running": "bold yellow", "completed": "green",
     "failed": "bold red", "cancelled": "magenta", "lost": "red",
 }
 
 
-def fmt(value: Any, digits: int = 4) -> str:
-    """Numbers as a researcher reads them: 4 significant decimals, big values with separators."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if value.is_integer() and abs(value) >= 1000:
-            return f"{int(value):,}"
-        if abs(value) >= 1000:
-            return f"{value:,.2f}"
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:.{digits}f}".rstrip("0").rstrip(".")
-    return str(value)
+fmt = format_number
+"""Numbers as a researcher reads them (:func:`core.registry.view.format_number`, the one formatter)."""
 
 
 def status_text(status: str) -> Text:
@@ -63,24 +50,6 @@ def progress_text(progress: Mapping[str, Any]) -> str:
     return " ".join(parts) or "—"
 
 
-def differing_config_keys(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Config keys whose values differ between the listed runs (of the same experiment)."""
-    keys: dict[str, set[str]] = {}
-    for rec in records:
-        for key, value in rec["config"].items():
-            keys.setdefault(key, set()).add(repr(value))
-    return [k for k, values in keys.items() if len(values) > 1 or any(k not in r["config"] for r in records)]
-
-
-def headline_value(record: Mapping[str, Any]) -> float | None:
-    """The run's headline: its summary value, or (while it trains) the best ``val_ppl`` so far."""
-    value = record["headline"]["value"]
-    if value is None and record["headline"]["key"] == "best_val_ppl":
-        latest = record["latest"].get("val_ppl")
-        value = latest["min"] if latest else None
-    return value
-
-
 RUN_COLUMNS = ("id", "status", "headline", "experiment", "progress", "config", "elapsed", "variant", "gpu")
 """``hrm ls`` columns, most important first: a narrow terminal drops them from the end of this list,
 so the id, the status and the headline are always shown whole."""
@@ -93,8 +62,9 @@ def runs_table(records: Sequence[Mapping[str, Any]], *, width: int | None = None
     With ``width`` (the terminal's), columns that do not fit are dropped least important first
     (:data:`RUN_COLUMNS`) instead of squeezing every column; the caption names what was dropped.
     """
+    from core.compare import differing_config_keys
+
     diff = differing_config_keys(records) if len({r["experiment"] for r in records}) == 1 else []
-    diff = [k for k in diff if k != "variant"]
     heads = {r["headline"]["key"] for r in records if r["headline"]["key"]}
     head_title = heads.pop() if len(heads) == 1 else "headline"
     cells: dict[str, list[Any]] = {
@@ -104,7 +74,7 @@ def runs_table(records: Sequence[Mapping[str, Any]], *, width: int | None = None
         "config": [" ".join(f"{k}={r['config'].get(k)}" for k in diff[:4]) for r in records] if diff else None,
         "status": [status_text(r["status"]) for r in records],
         "progress": [progress_text(r["progress"]) for r in records],
-        "headline": [fmt(headline_value(r)) for r in records],
+        "headline": [fmt(record_headline(r)) for r in records],
         "elapsed": [duration(r["elapsed_s"]) for r in records],
         "gpu": [r["gpu"] or "—" for r in records],
     }

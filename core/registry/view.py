@@ -88,9 +88,7 @@ class RunView:
     @property
     def headline(self) -> float | None:
         """The headline summary, or while the run trains the best ``val_ppl`` of its current stage."""
-        if self.headline_value is None and self.headline_key == FALLBACK_HEADLINE:
-            return self.running_best
-        return self.headline_value
+        return headline_of(self.headline_key, self.headline_value, self.running_best)
 
     @property
     def headline_is_final(self) -> bool:
@@ -165,6 +163,21 @@ _DERIVED = frozenset({"status", "config", "config_json", "cancel_requested", "ta
 _COLUMNS = tuple(name for name in (f.name for f in fields(RunView)) if name not in _DERIVED)
 _OPTIONAL = ("started_at", "finished_at", "host", "pid", "gpu", "exit_code", "error", "stderr_tail", "retry_of",
              "stage_name", "total_epochs", "headline_key", "headline_value")
+
+
+def headline_of(key: str | None, value: float | None, running_best: float | None) -> float | None:
+    """The headline rule: the summary value once written; until then, for ``best_val_ppl``, the best
+    ``val_ppl`` of the run's current stage so far."""
+    if value is None and key == FALLBACK_HEADLINE:
+        return running_best
+    return value
+
+
+def record_headline(record: Mapping[str, Any]) -> float | None:
+    """:func:`headline_of` for an ``hrm.runs/v1`` record (front ends that hold records, not views)."""
+    stage = (record.get("progress") or {}).get("stage") or 0
+    latest = record.get("latest", {}).get(latest_key({"key": FALLBACK_KEY, "stage": stage}))
+    return headline_of(record["headline"]["key"], record["headline"]["value"], latest["min"] if latest else None)
 
 
 def iso_time(ts: float | None) -> str | None:
