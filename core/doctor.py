@@ -26,23 +26,35 @@ class Check:
 
 
 def check_registry(db: str | None) -> list[Check]:
-    from core.registry import RegistryError, open_database, resolve_db_url, store
+    from core import api
+    from core.registry import resolve_db_url
     from core.registry.db import sqlite_path
-    from core.scheduler.loop import HEARTBEAT_STALE_AFTER
 
     url = resolve_db_url(db)
     path = sqlite_path(url)
     if path is not None and not path.exists():
         return [Check("registry", WARN, f"{path} does not exist yet (`hrm run` or `hrm exec` creates it)")]
     try:
-        database = open_database(url, create=False)
-        counts = store.count_by_status(database)
-        alive = store.live_schedulers(database, stale_after=HEARTBEAT_STALE_AFTER)
-    except (RegistryError, Exception) as exc:  # noqa: BLE001 - any failure to read it is the finding
-        return [Check("registry", FAIL, f"{url}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")]
+        database = api.open_registry(url)
+        counts = api.count_by_status(database)
+    except Exception as exc:  # noqa: BLE001 - any failure to read it is the finding
+        return [Check("registry", FAIL, f"{url}: {_line(exc)}")]
     runs = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
-    scheduler = f"{len(alive)} scheduler(s) alive" if alive else "no scheduler alive"
-    return [Check("registry", OK, f"{database.safe_url}: {runs}; {scheduler}")]
+    checks = [Check("registry", OK, f"{database.url}: {runs}")]
+    try:
+        alive = api.scheduler_status(database)
+    except Exception as exc:  # noqa: BLE001
+        checks.append(Check("registry", WARN, f"scheduler heartbeats unreadable: {_line(exc)}"))
+    else:
+        hosts = ", ".join(sorted({str(row.get("name") or row.get("host")) for row in alive}))
+        checks.append(Check("registry", OK, f"{len(alive)} scheduler(s) alive ({hosts})" if alive
+                            else "no scheduler alive (`hrm run` starts one; `hrm scheduler` in the foreground)"))
+    return checks
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def check_plugins() -> list[Check]:

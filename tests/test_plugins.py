@@ -207,3 +207,16 @@ def test_broken_plugins_reported_one_line_each_and_harmless(plugin_python, tmp_p
     report = hrm(plugin_python, "compare", "--report", "bad-report", "--db", db)
     assert report.returncode == 2 and report.stderr.count("\n") == 1
     assert "report 'bad-report' is not available" in report.stderr
+
+
+def test_doctor_checks_each_area(db_path, fresh_catalog):
+    from core.doctor import FAIL, OK, WARN, run_checks
+
+    missing = run_checks(str(db_path))
+    assert missing[0].area == "registry" and missing[0].status == WARN and "does not exist yet" in missing[0].detail
+    open_database(db_path, create=True).dispose()
+    checks = run_checks(str(db_path))
+    assert {c.area for c in checks} == {"registry", "plugins", "extras", "data", "gpu"}
+    assert [c.status for c in checks if c.area == "registry"] == [OK, OK]
+    assert any(c.detail.startswith("[test]") for c in checks if c.area == "extras")
+    assert all(c.status != FAIL for c in checks), [c for c in checks if c.status == FAIL]
