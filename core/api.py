@@ -209,9 +209,15 @@ def run_detail(db: Database, run_id: int, *, with_metrics: bool = True) -> RunDe
     return RunDetail(run, latest, metrics, store.result_tables(db, run_id))
 
 
-def metrics_since(db: Database, run_id: int, after_id: int = 0) -> list[dict[str, Any]]:
-    """Metric rows of a run emitted after row ``after_id``, in emission order (live tails)."""
-    return store.metrics(db, run_id, after_id=after_id)
+def metrics_since(db: Database, run_id: int, after_id: int = 0, *, kind: str | None = None) -> list[dict[str, Any]]:
+    """Metric rows of a run emitted after row ``after_id`` (of one ``kind``: epoch, layer, summary),
+    in emission order (live tails; ``after_id=0`` is the whole history)."""
+    return store.metrics(db, run_id, after_id=after_id, kind=kind)
+
+
+def result_tables(db: Database, run_id: int) -> list[dict[str, Any]]:
+    """A run's analysis tables ({name, stage, rows}), in emission order."""
+    return store.result_tables(db, run_id)
 
 
 def logs_since(db: Database, run_id: int, after_id: int = 0) -> list[dict[str, Any]]:

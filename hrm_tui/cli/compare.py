@@ -147,7 +147,6 @@ def compare(
 ) -> None:
     """Compare runs side by side, or a report's published numbers with ours (--report)."""
     from core import compare as cmp
-    from core.registry import store
 
     if schema:
         sys.stdout.write(json.dumps(cmp.COMPARE_JSON_SCHEMA, indent=2, ensure_ascii=False) + "\n")
@@ -207,7 +206,7 @@ def compare(
         if stages:
             tables.append(cmp.stages_table(records, metrics=metric or ()))
         if layers:
-            rows = {r["id"]: store.metrics(database, r["id"], kind="layer") for r in records}
+            rows = {r["id"]: api.metrics_since(database, r["id"], kind="layer") for r in records}
             if len(records) > 1 and layer_epoch and len(layer_epoch) > 1:
                 raise api.UserError("with several runs --epoch takes one epoch", 2)
             found_layers = cmp.layer_tables(records, rows, epochs=layer_epoch if len(records) == 1 else None,
@@ -216,7 +215,7 @@ def compare(
                 err_console.print("[yellow]no per-layer metrics in these runs[/yellow]")
             tables += found_layers
         if thresholds:
-            by_run = {r["id"]: store.result_tables(database, r["id"]) for r in records}
+            by_run = {r["id"]: api.result_tables(database, r["id"]) for r in records}
             found_thresholds = cmp.threshold_tables(records, by_run)
             if not found_thresholds:
                 err_console.print("[yellow]no threshold tables in these runs[/yellow]")

@@ -77,7 +77,6 @@ def _interrupted(run_id: int, signum: int) -> None:
 
 def _watch(db, run_id: int) -> str:
     from core import api
-    from core.registry import store
     from hrm_tui import render
 
     screen = console()
@@ -109,7 +108,7 @@ def _watch(db, run_id: int) -> str:
         if live:
             live.stop()
         printer.flush(keep_last=False)
-    final = store.get_run(db, run_id)
+    final = api.require_run(db, run_id)
     record = api.list_records(db, ids=[run_id])[0]
     err_console().print(result_line(record, final.error), highlight=False)
     return final.status

@@ -135,13 +135,13 @@ def show(ctx: typer.Context, run_id: RunIdArgument, wide: WideOption = False, js
             print_json({"schema": "hrm.run/v1", "run": record}, expand=3)
             return
     from core import api
-    from core.registry import RunStatus, store
+    from core.registry.status import RunStatus
 
     database = registry(ctx, db)
     run = api.require_run(database, run_id)
     record = api.list_records(database, ids=[run_id])[0]
-    rows = store.metrics(database, run_id)
-    tables = store.result_tables(database, run_id)
+    rows = api.metrics_since(database, run_id)
+    tables = api.result_tables(database, run_id)
     resumed = api.attempt_fields(database, run_id)
     if json_out:
         record["metrics"] = rows
@@ -181,7 +181,6 @@ def logs(
 ) -> None:
     """The run's log: worker output (stdout/stderr) followed live with -f."""
     from core import api
-    from core.registry import store
 
     database = registry(ctx, db)
     api.require_run(database, run_id)
@@ -190,7 +189,7 @@ def logs(
         sys.stdout.write(text)
         sys.stdout.flush()
     if not follow:
-        for line in store.logs(database, run_id):
+        for line in api.logs_since(database, run_id):
             console().print(f"[dim]{time.strftime('%H:%M:%S', time.localtime(line['ts']))} {line['source']}:[/dim] "
                             f"{line['message']}", highlight=False)
 
