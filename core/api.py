@@ -10,7 +10,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,10 @@ class RunDetail:
     latest: list[dict[str, Any]]
     metrics: list[dict[str, Any]]
     tables: list[dict[str, Any]]
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    """Every attempt, oldest first (more than one once the run was resumed or retried in place)."""
+    checkpoint: dict[str, Any] | None = None
+    """The newest checkpoint its worker recorded (None: none)."""
 
     @property
     def record(self) -> dict[str, Any]:
@@ -206,7 +210,9 @@ def run_detail(db: Database, run_id: int, *, with_metrics: bool = True) -> RunDe
     run = require_run(db, run_id)
     latest = store.latest_metrics(db, [run_id]).get(run_id, [])
     metrics = store.metrics(db, run_id) if with_metrics else []
-    return RunDetail(run, latest, metrics, store.result_tables(db, run_id))
+    resumed = attempt_fields(db, run_id)
+    return RunDetail(run, latest, metrics, store.result_tables(db, run_id), resumed["attempts"],
+                     resumed["checkpoint"])
 
 
 def metrics_since(db: Database, run_id: int, after_id: int = 0, *, kind: str | None = None) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ from textual.widgets import Footer, Log, Static, Tab, TabbedContent, TabPane, Ta
 
 from core import api
 from core.errors import UserError
+from core.registry.attempt_view import checkpoint_record
+from core.registry.attempt_view import describe as describe_attempts
 from hrm_tui import render
 from hrm_tui.tui.messages import LogsArrived, MetricsArrived, RunsChanged
 from hrm_tui.tui.runs_model import progress_bar, status_cell
@@ -110,14 +112,18 @@ class RunScreen(HrmScreen):
         except UserError:
             self.app.call_from_thread(self._show_details, None, [])
             return
-        self.app.call_from_thread(self._show_details, detail.record, detail.tables)
+        self.app.call_from_thread(self._show_details, detail.record, detail.tables,
+                                  describe_attempts(detail.attempts, detail.checkpoint))
 
-    def _show_details(self, record: dict[str, Any] | None, tables: list[dict[str, Any]]) -> None:
+    def _show_details(self, record: dict[str, Any] | None, tables: list[dict[str, Any]],
+                      resumed: list[str] | None = None) -> None:
         self.record, self.tables = record, tables
         if record is None:
             self.query_one("#run-header", Static).update(Text(f"run {self.run_id} no longer exists", style="red"))
             return
         parts: list[Any] = [render.run_header(record)]
+        if resumed:  # attempts (resumed or retried in place) and the checkpoint the next one would start from
+            parts.append(Text("\n".join(resumed), style="dim"))
         summary = render.summary_table(record["latest"])
         if summary is not None:
             parts.append(summary)
@@ -186,6 +192,14 @@ class RunScreen(HrmScreen):
         if row.headline is not None:
             head.append(f"  {row.headline_key} {render.fmt(row.headline)}", style="bold")
         info = Text(f"elapsed {render.duration(row.elapsed(self.app.clock()))}  gpu {row.gpu or '—'}  ", style="dim")
+        attempt = row.extras.get("attempt") or 1
+        if attempt > 1:
+            info.append(f"attempt {attempt}  ", style="bold yellow")
+        checkpoint = checkpoint_record(row.extras.get("checkpoint_json"))
+        if checkpoint:
+            where = f"s{checkpoint['stage']} ep {checkpoint['epoch']}" if checkpoint.get("stage") else \
+                f"ep {checkpoint['epoch']}"
+            info.append(f"checkpoint {where}  ")
         info.append("  ".join(f"{k}={render.fmt(v)}" for k, v in row.config.items()))
         lines = [head, info]
         if row.error:
