@@ -261,60 +261,40 @@ class Database:
         if self.path is not None and self._writes % WAL_CHECK_EVERY == 0:
             self._checkpoint_if_large()
 
-    @contextmanager
-    def driver_write(self) -> Iterator[DriverTransaction]:
-        """The metric hot path: a write transaction on this thread's own driver connection.
+    def driver_write(self) -> _DriverWrite:
+        """The metric hot path: ``with db.driver_write() as tx:`` a write transaction on this
+        thread's own driver connection, ``tx.cursor`` a cursor kept with it.
 
         SQLAlchemy's per-transaction machinery (pool checkout, events, statement compilation)
         costs several times the SQLite work of a small event; here the statements go straight
-        to the driver (SQL with ``:name`` placeholders, see :meth:`DriverTransaction.execute`).
-        Same guarantees as :meth:`write`: ``BEGIN IMMEDIATE`` with the bounded lock wait, commit
-        on return, rollback on error; driver errors surface as SQLAlchemy's ``DBAPIError``s.
+        to the driver (see :meth:`DriverTransaction.execute`). Same guarantees as :meth:`write`:
+        ``BEGIN IMMEDIATE`` with the bounded lock wait, commit on return, rollback on error;
+        driver errors surface as SQLAlchemy ``DBAPIError``s (so outage handling sees one kind).
         """
         if self.read_only:
             raise RegistryError(f"registry {self.safe_url} is read-only: it can be listed, not changed")
-        proxied = getattr(self._hot, "conn", None)
-        if proxied is None:
-            proxied = self._hot.conn = self.engine.raw_connection()
+        hot = getattr(self._hot, "tx", None)
+        if hot is None:
+            proxied = self.engine.raw_connection()
             self._hot_all.append(proxied)
-        driver = proxied.driver_connection
-        cursor = None
-        try:
-            if self.is_sqlite:
-                _begin_immediate(driver, self.safe_url if self.path is None else str(self.path), self._lock_wait)
-            cursor = driver.cursor()
-            yield DriverTransaction(cursor, self.engine.dialect.paramstyle)
-            driver.commit()
-        except BaseException as exc:
-            self._abandon(driver, proxied)
-            dbapi = self.engine.dialect.loaded_dbapi
-            if isinstance(exc, dbapi.Error):
-                gone = self.engine.dialect.is_disconnect(exc, driver, cursor)
-                raise DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=gone) from exc
-            raise
-        finally:
-            if cursor is not None:
-                try:
-                    cursor.close()
-                except Exception:  # noqa: BLE001 - a dead connection's cursor
-                    pass
-        self._writes += 1
-        if self.path is not None and self._writes % WAL_CHECK_EVERY == 0:
-            self._checkpoint_if_large()
+            driver = proxied.driver_connection
+            hot = self._hot.tx = _DriverWrite(self, proxied, driver, DriverTransaction(
+                driver.cursor(), self.engine.dialect.paramstyle))
+        return hot
 
-    def _abandon(self, driver, proxied) -> None:
+    def _abandon(self, hot: _DriverWrite) -> None:
         """Roll back after an error; a server connection is dropped (it may be broken), SQLite's kept."""
         try:
-            driver.rollback()
+            hot.driver.rollback()
             if self.is_sqlite:
                 return
         except Exception:  # noqa: BLE001 - the connection is gone: forget it below
             pass
-        self._hot.conn = None
-        if proxied in self._hot_all:
-            self._hot_all.remove(proxied)
+        self._hot.tx = None
+        if hot.proxied in self._hot_all:
+            self._hot_all.remove(hot.proxied)
         try:
-            proxied.invalidate()
+            hot.proxied.invalidate()
         except Exception:  # noqa: BLE001
             pass
 
@@ -375,8 +355,53 @@ class Database:
             except Exception:  # noqa: BLE001 - closing a connection that already failed
                 pass
         self._hot_all.clear()
-        self._hot = threading.local()
+        self._hot = threading.local()  # a fresh thread-local: every thread's hot transaction is gone
         self.engine.dispose()
+
+
+class _DriverWrite:
+    """The context manager behind :meth:`Database.driver_write` (a class: cheaper than a generator)."""
+
+    __slots__ = ("db", "proxied", "driver", "tx", "label")
+
+    def __init__(self, db: Database, proxied, driver, tx: DriverTransaction) -> None:
+        self.db, self.proxied, self.driver, self.tx = db, proxied, driver, tx
+        self.label = db.safe_url if db.path is None else str(db.path)
+
+    def __enter__(self) -> DriverTransaction:
+        if self.db.is_sqlite:
+            try:
+                self.driver.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise self._translate(exc) from exc
+                _begin_immediate(self.driver, self.label, self.db._lock_wait)
+        return self.tx
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        db = self.db
+        if exc is None:
+            try:
+                self.driver.commit()
+            except BaseException as failed:
+                db._abandon(self)
+                raise self._translate(failed) from failed
+            db._writes += 1
+            if db.path is not None and db._writes % WAL_CHECK_EVERY == 0:
+                db._checkpoint_if_large()
+            return False
+        db._abandon(self)
+        translated = self._translate(exc)
+        if translated is not exc:
+            raise translated from exc
+        return False
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        dbapi = self.db.engine.dialect.loaded_dbapi
+        if isinstance(exc, dbapi.Error):
+            gone = self.db.engine.dialect.is_disconnect(exc, self.driver, self.tx.cursor)
+            return DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=gone)
+        return exc
 
 
 class DriverTransaction:

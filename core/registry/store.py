@@ -513,19 +513,25 @@ def _first_time(conn: Connection, run_id: int, seq: int | None) -> bool:
         cursor.close()
 
 
-# The run row's share of an event, one statement each: progress (an epoch event), a touch (a summary),
-# and with a worker's sequence number the exactly-once claim (``event_seq < :seq``) folded in.
-_RUN_PROGRESS = ("UPDATE run SET updated_at = :now, epoch = :epoch, stage = :stage, "
-                 "total_epochs = coalesce(:total, total_epochs){seq} WHERE id = :run_id{cond}")
-_RUN_TOUCH = "UPDATE run SET updated_at = :now{seq} WHERE id = :run_id{cond}"
-_RUN_CLAIM = "UPDATE run SET event_seq = :seq WHERE id = :run_id AND event_seq < :seq"
+# The hot path's statements, with positional placeholders (tuples bind several times faster than
+# dicts in sqlite3; psycopg takes the same tuples with %s). The run row's share of an event is one
+# statement: progress (an epoch event) or a touch (a summary), and with a worker's sequence number
+# the exactly-once claim (``event_seq < seq``) folded in.
+_HOT_INSERT_METRIC = ('INSERT INTO metric (run_id, kind, stage, epoch, layer, "key", value, is_nan, ts) '
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_HOT_UPSERT_LATEST = (
+    'INSERT INTO latestmetric (run_id, stage, "key", "last", last_epoch, "min", min_epoch, "max", max_epoch, "count", ts) '
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) "
+    + _UPSERT_LATEST[_UPSERT_LATEST.index("ON CONFLICT"):]
+)
+_RUN_PROGRESS = "UPDATE run SET updated_at = ?, epoch = ?, stage = ?, total_epochs = coalesce(?, total_epochs)"
+_RUN_TOUCH = "UPDATE run SET updated_at = ?"
+_RUN_CLAIM = "UPDATE run SET event_seq = ? WHERE id = ? AND event_seq < ?"
 
 
 @functools.cache
-def _run_update_sql(template: str, numbered: bool) -> str:
-    if not numbered:
-        return template.format(seq="", cond="")
-    return template.format(seq=", event_seq = :seq", cond=" AND event_seq < :seq")
+def _hot_sql(paramstyle: str, sql: str) -> str:
+    return sql.replace("?", "%s") if paramstyle in ("format", "pyformat") else sql
 
 
 def append_metrics(
@@ -545,41 +551,51 @@ def append_metrics(
     kind layer: ``values`` is {layer: {key: value}} (history only). With ``seq`` (a worker's event
     number) an event already applied is skipped, in the same transaction.
 
-    The hot path of every training run: prepared driver SQL on the thread's own connection
-    (:meth:`Database.driver_write`), the run row updated by one statement that also claims ``seq``.
+    The hot path of every training run: prepared positional driver SQL on the thread's own
+    connection (:meth:`Database.driver_write`), one statement for the run row that also claims ``seq``.
     """
     now = time.time()
-    rows: list[dict[str, Any]] = []
-    per_layer = values.items() if kind == "layer" else [(None, values)]
+    rows: list[tuple] = []
+    per_layer = values.items() if kind == "layer" else ((None, values),)
     for layer, metrics in per_layer:
+        layer = None if layer is None else int(layer)
         for key, raw in metrics.items():
-            value, is_nan = _clean(raw)
-            rows.append({"run_id": run_id, "kind": kind, "stage": stage, "epoch": epoch,
-                         "layer": None if layer is None else int(layer), "key": key, "value": value,
-                         "is_nan": is_nan, "ts": now})
-    numbered = seq is not None
+            value = float(raw)
+            if value - value == 0.0:  # finite: the common case, no NaN/inf handling
+                rows.append((run_id, kind, stage, epoch, layer, key, value, False, now))
+            else:
+                value, is_nan = _clean(value)
+                rows.append((run_id, kind, stage, epoch, layer, key, value, is_nan, now))
     if kind == "layer":  # per-layer rows always come with an epoch event, which updates the run
-        run_sql = _RUN_CLAIM if numbered else None
-    elif kind == "epoch" and epoch is not None:
-        run_sql = _run_update_sql(_RUN_PROGRESS, numbered)
+        run_sql, run_params = (_RUN_CLAIM, (seq, run_id, seq)) if seq is not None else (None, ())
     else:
-        run_sql = _run_update_sql(_RUN_TOUCH, numbered)
-    params = {"run_id": run_id, "now": now, "epoch": epoch, "stage": stage, "total": total, "seq": seq}
+        if kind == "epoch" and epoch is not None:
+            run_sql, run_params = _RUN_PROGRESS, [now, epoch, stage, total]
+        else:
+            run_sql, run_params = _RUN_TOUCH, [now]
+        if seq is not None:
+            run_sql += ", event_seq = ? WHERE id = ? AND event_seq < ?"
+            run_params += [seq, run_id, seq]
+        else:
+            run_sql += " WHERE id = ?"
+            run_params.append(run_id)
     with db.driver_write() as tx:
+        cursor, style = tx.cursor, tx.paramstyle
         if run_sql is not None:
-            claimed = tx.execute(run_sql, params)
-            if numbered and claimed == 0:
+            cursor.execute(_hot_sql(style, run_sql), run_params)
+            if seq is not None and cursor.rowcount == 0:
                 return  # applied before (a replayed event), or no such run
         if rows:
-            tx.executemany(_INSERT_METRIC, rows)
+            cursor.executemany(_hot_sql(style, _HOT_INSERT_METRIC), rows)
             if kind != "layer":
-                tx.executemany(_UPSERT_LATEST, rows)
+                cursor.executemany(_hot_sql(style, _HOT_UPSERT_LATEST), [
+                    (r[0], r[2], r[5], r[6], r[3], r[6], r[3], r[6], r[3], r[8]) for r in rows])
         if kind == "summary" and stage == 0:
-            tx.execute("SELECT headline_key FROM run WHERE id = :run_id", params)
-            found = tx.fetchone()
+            cursor.execute(_hot_sql(style, "SELECT headline_key FROM run WHERE id = ?"), (run_id,))
+            found = cursor.fetchone()
             if found is not None and found[0] in values:
-                tx.execute("UPDATE run SET headline_value = :value WHERE id = :run_id",
-                           {"run_id": run_id, "value": _clean(values[found[0]])[0]})
+                cursor.execute(_hot_sql(style, "UPDATE run SET headline_value = ? WHERE id = ?"),
+                               (_clean(values[found[0]])[0], run_id))
 
 
 def set_stage(db: Database, run_id: int, stage: int, name: str, epochs: int | None, *, seq: int | None = None) -> None:
