@@ -146,7 +146,8 @@ def test_a_job_past_its_time_limit_is_lost_with_its_rows_kept(slurm_partition, t
     try:
         wait_for(lambda: running_with_epochs(db, run.id), timeout=90)
         started = time.monotonic()
-        wait_for(lambda: store.get_run(db, run.id).status.is_terminal, timeout=150, interval=0.5)
+        # Settled: the worker's own record of the SIGTERM, then the scheduler's reading of Slurm's TIMEOUT.
+        wait_for(lambda: store.get_run(db, run.id).status == "lost", timeout=150, interval=0.5)
         took = time.monotonic() - started
     finally:
         errors = stop(scheduler)
