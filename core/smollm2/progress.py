@@ -28,7 +28,7 @@ def _duration(seconds: float) -> str:
 class TokenProgress:
     """Counts tokens over one or more passes (``part(offset)``) and emits at most every ``every_s`` seconds."""
 
-    def __init__(self, emit: Emitter, phase: str, total: int, *, every_s: float = 5.0, log_every_s: float = 60.0,
+    def __init__(self, emit: Emitter, phase: str, total: int, *, every_s: float = 5.0, log_every_s: float = 30.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.emit, self.phase, self.total = emit, phase, total
         self.every_s, self.log_every_s, self.clock = every_s, log_every_s, clock
