@@ -132,7 +132,7 @@ def main() -> int:
     rows = 3 + args.layers
     print(f"workload: {args.runs} runs × {args.epochs} epochs; per epoch log_epoch (3 numbers) + "
           f"log_layers ({args.layers} layers) = {rows} rows, 2 transactions; best of {args.repeat} alternating rounds")
-    worst: dict[str, float] = {}
+    by_mode: dict[str, float] = {}  # durability mode -> client / mlflow, wall-clock
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("normal", "full"):
             best: dict[str, tuple[float, float] | None] = {"client": (0.0, 0.0), "emitter": (0.0, 0.0),
@@ -156,13 +156,15 @@ def main() -> int:
             print(f"  mlflow log_batch      {mlflow[0]:14,.0f} {mlflow[0] * rows:15,.0f} {mlflow[1]:16,.0f}")
             ratios = (client[0] / mlflow[0], client[1] / mlflow[1])
             print(f"  client / mlflow       {ratios[0]:13.1f}× wall {'':9} {ratios[1]:14.1f}× CPU   (target ≥ {TARGET:.0f}×)")
-            worst["wall"] = min(worst.get("wall", ratios[0]), ratios[0])
-            worst["CPU"] = min(worst.get("CPU", ratios[1]), ratios[1])
-    if worst:
-        verdict = "meets" if worst["wall"] >= TARGET else "MISSES"
-        print(f"\nworst client / mlflow ratio: {worst['wall']:.1f}× wall-clock ({verdict} the {TARGET:.0f}× target), "
-              f"{worst['CPU']:.1f}× per CPU-second; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        return 0 if worst["wall"] >= TARGET else 1
+            by_mode[mode] = ratios[0]
+    for mode, ratio in by_mode.items():
+        note = (" (hrm's default)" if mode == "normal" else
+                " (every event synced: two syncs per epoch here, one per MLflow batch)")
+        print(f"{mode}{note}: client / mlflow {ratio:.1f}× wall-clock — "
+              f"{'meets' if ratio >= TARGET else 'MISSES'} the {TARGET:.0f}× target")
+    if by_mode:
+        print(f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        return 0 if min(by_mode.values()) >= TARGET else 1
     return 0
 
 
