@@ -15,10 +15,10 @@ from sqlalchemy import text
 
 from core import paths
 from core.registry import RegistryError, open_database, store
-from core.registry.db import SCHEMA_VERSION, make_engine
+from core.registry.db import make_engine
 from core.registry.decode import DAMAGED_KEY, decode_json_list, decode_json_object, json_object_or_damaged
 from core.registry.url import redact_url
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import subprocess_env
 
 
 # --- run ids and run folders ------------------------------------------------------------------
@@ -386,3 +386,18 @@ def test_the_hot_path_survives_a_retry_and_applies_an_event_once(db):
     assert latest["count"] == 1
     view = store.get_run(db, run.id)
     assert (view.epoch, view.total_epochs) == (1, 2)
+
+
+def test_damaged_info_and_table_rows_do_not_break_show(db):
+    run = store.create_run(db, "smoke", {})
+    store.add_table(db, run.id, "thresholds", [{"t": 0.5, "acc": 91.0}])
+    store.add_table(db, run.id, "broken", [{"t": 0.9}])
+    with db.write() as conn:
+        conn.execute(text("UPDATE run SET info_json = '{not json' WHERE id = :id"), {"id": run.id})
+        conn.execute(text("UPDATE resulttable SET rows_json = '[{oops' WHERE name = 'broken'"))
+    tables = store.result_tables(db, run.id)
+    assert tables[0]["rows"] == [{"t": 0.5, "acc": 91.0}] and "damaged" not in tables[0]
+    assert tables[1]["rows"] == [] and tables[1]["damaged"].startswith("damaged JSON")
+    assert DAMAGED_KEY in store.get_run(db, run.id).info
+    store.merge_info(db, run.id, {"params": 12})  # a worker's next info event still lands
+    assert store.get_run(db, run.id).info["params"] == 12

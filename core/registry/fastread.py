@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from core.registry.decode import decode_json_list
 from core.registry.view import FALLBACK_KEY, RunView
 
 SCHEMA_VERSION = 3
@@ -112,6 +113,20 @@ def list_records(conn: sqlite3.Connection, *, statuses: Sequence[str] = (), expe
                  tag: str | None = None, last: int | None = None, offset: int = 0,
                  ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """``hrm.runs/v1`` records, newest first: what ``core.api.list_records`` returns for these filters."""
+    return [view.record(latest) for view, latest in _views(conn, statuses, experiment, tag, last, offset, ids)]
+
+
+def list_views(conn: sqlite3.Connection, *, last: int | None = None) -> list[RunView]:
+    """The newest runs as views (what ``core.api.list_runs(last=...)`` returns): the dashboard's first page."""
+    return [view for view, _latest in _views(conn, (), None, None, last, 0, None)]
+
+
+def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT status, count(*) FROM run GROUP BY status"))
+
+
+def _views(conn: sqlite3.Connection, statuses: Sequence[str], experiment: str | None, tag: str | None,
+           last: int | None, offset: int, ids: Sequence[int] | None) -> list[tuple[RunView, list[dict[str, Any]]]]:
     where, params = _where(statuses, experiment, tag, ids)
     sql = f"SELECT * FROM run{where} ORDER BY id DESC"
     if last or offset:
@@ -130,14 +145,12 @@ def list_records(conn: sqlite3.Connection, *, statuses: Sequence[str] = (), expe
     finally:
         conn.execute("COMMIT")
     best = {(m["run_id"], m["stage"]): m["min"] for rows in latest.values() for m in rows if m["key"] == FALLBACK_KEY}
-    return [RunView.from_row(r, tags=tags.get(r["id"], ()), running_best=best.get((r["id"], r["stage"])))
-            .record(latest[r["id"]]) for r in runs]
+    return [(RunView.from_row(r, tags=tags.get(r["id"], ()), running_best=best.get((r["id"], r["stage"]))),
+             latest[r["id"]]) for r in runs]
 
 
 def run_details(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
     """``hrm show --json``'s run: its record with every metric row and analysis table, or None."""
-    import json
-
     found = list_records(conn, ids=[run_id])
     if not found:
         return None
@@ -146,7 +159,7 @@ def run_details(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
     for row in metrics:
         if row["is_nan"]:
             row["value"] = math.nan
-    tables = [{"name": t["name"], "stage": t["stage"], "rows": json.loads(t["rows_json"])}
+    tables = [_table_record(t["name"], t["stage"], t["rows_json"])
               for t in _rows(conn, "SELECT * FROM resulttable WHERE run_id = ? ORDER BY id", [run_id])]
     record["metrics"] = metrics
     record["tables"] = tables
@@ -161,3 +174,9 @@ def _attempts(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
     run = _rows(conn, "SELECT * FROM run WHERE id = ?", [run_id])[0]
     archived = _rows(conn, "SELECT * FROM runattempt WHERE run_id = ? ORDER BY attempt", [run_id])
     return {"attempts": attempt_records(archived, run), "checkpoint": checkpoint_record(run.get("checkpoint_json"))}
+
+
+def _table_record(name: str, stage: int, rows_json: str | None) -> dict[str, Any]:
+    """An analysis table as a dict; a damaged ``rows_json`` gives no rows and says so (``damaged``)."""
+    rows, problem = decode_json_list(rows_json)
+    return {"name": name, "stage": stage, "rows": rows, **({"damaged": problem} if problem else {})}

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 
 from core.registry.db import Database
+from core.registry.decode import decode_json_list, decode_json_object
 from core.registry.filter import compile_filter
 from core.registry.models import (
     LatestMetric,
@@ -613,7 +614,9 @@ def merge_info(db: Database, run_id: int, fields: Mapping[str, Any], *, seq: int
         if not _first_time(conn, run_id, seq):
             return
         current = conn.execute(select(RUN.c.info_json).where(RUN.c.id == run_id)).scalar() or "{}"
-        info = json.loads(current)
+        info, problem = decode_json_object(current)
+        if problem:  # keep what the damaged text said, out of the way, instead of failing every event
+            info["_damaged_info_json"] = current[:2000]
         info.update(fields)
         conn.execute(update(RUN).where(RUN.c.id == run_id).values(
             info_json=json.dumps(info, default=str), updated_at=time.time()))
@@ -679,7 +682,13 @@ def latest_metrics(db: Database, run_ids: Iterable[int]) -> dict[int, list[dict[
 def result_tables(db: Database, run_id: int) -> list[dict[str, Any]]:
     with db.read() as conn:
         rows = conn.execute(select(TABLE).where(TABLE.c.run_id == run_id).order_by(TABLE.c.id))
-        return [{"name": r.name, "stage": r.stage, "rows": json.loads(r.rows_json)} for r in rows]
+        return [_table_record(r.name, r.stage, r.rows_json) for r in rows]
+
+
+def _table_record(name: str, stage: int, rows_json: str | None) -> dict[str, Any]:
+    """An analysis table as a dict; a damaged ``rows_json`` gives no rows and says so (``damaged``)."""
+    rows, problem = decode_json_list(rows_json)
+    return {"name": name, "stage": stage, "rows": rows, **({"damaged": problem} if problem else {})}
 
 
 def logs(db: Database, run_id: int, *, after_id: int = 0) -> list[dict[str, Any]]:
