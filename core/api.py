@@ -370,9 +370,15 @@ class FollowUpdate:
     logs: list[dict[str, Any]]
 
 
-def follow(db: Database, run_id: int, *, poll: float = 0.25) -> Iterator[FollowUpdate]:
-    """Yield new metric rows and log lines until the run reaches a terminal status."""
+def follow(db: Database, run_id: int, *, poll: float = 0.25,
+           dead_after: float = 2 * HEARTBEAT_STALE_AFTER) -> Iterator[FollowUpdate]:
+    """Yield new metric rows and log lines until the run reaches a terminal status.
+
+    Raises :class:`UserError` when no scheduler can move the run on for ``dead_after`` seconds
+    (see :func:`wait`), instead of following forever.
+    """
     after_metric = after_log = 0
+    stuck = _StuckWatch(db, dead_after)
     while True:
         run = require_run(db, run_id)
         rows = store.metrics(db, run_id, after_id=after_metric)
@@ -384,7 +390,31 @@ def follow(db: Database, run_id: int, *, poll: float = 0.25) -> Iterator[FollowU
         yield FollowUpdate(run, rows, lines)
         if run.status.is_terminal:
             return
+        stuck.check(run)
         time.sleep(poll)
+
+
+class _StuckWatch:
+    """Raises UserError once :func:`nobody_to_run` has said why for ``dead_after`` seconds running
+    (checked at most once a second: it reads the scheduler leases)."""
+
+    def __init__(self, db: Database, dead_after: float) -> None:
+        self.db, self.dead_after = db, dead_after
+        self.since: float | None = None
+        self.checked = 0.0
+
+    def check(self, run: Run) -> None:
+        now = time.monotonic()
+        if now - self.checked < 1.0:
+            return
+        self.checked = now
+        why = nobody_to_run(self.db, run)
+        if why is None:
+            self.since = None
+        elif self.since is None:
+            self.since = now
+        elif now - self.since >= self.dead_after:
+            raise UserError(why, 1)
 
 
 def nobody_to_run(db: Database, run: Run) -> str | None:
@@ -420,18 +450,12 @@ def wait(db: Database, run_id: int, *, poll: float = 0.5, timeout: float | None 
     background scheduler died): waiting would never end.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    stuck_since: float | None = None
+    stuck = _StuckWatch(db, dead_after)
     while True:
         run = require_run(db, run_id)
         if run.status.is_terminal or (deadline and time.monotonic() > deadline):
             return run
-        why = nobody_to_run(db, run)
-        if why is None:
-            stuck_since = None
-        elif stuck_since is None:
-            stuck_since = time.monotonic()
-        elif time.monotonic() - stuck_since >= dead_after:
-            raise UserError(why, 1)
+        stuck.check(run)
         time.sleep(poll)
 
 

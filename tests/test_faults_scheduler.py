@@ -449,3 +449,18 @@ def test_any_scheduler_settles_stale_runs_of_other_hosts_and_leaves_live_ones(db
         conn.execute(update(RUN).where(RUN.c.id == legacy.id).values(updated_at=now - 101))
     scheduler.check_liveness()
     assert status_of(db, legacy.id) == "lost"
+
+
+def test_wait_and_follow_give_up_only_when_no_scheduler_can_move_the_run(db):
+    from core.errors import UserError
+
+    run = api.submit(db, "smoke", {})
+    with pytest.raises(UserError, match="no scheduler is alive"):
+        api.wait(db, run.id, poll=0.05, dead_after=1)
+    with pytest.raises(UserError, match="no scheduler is alive"):
+        list(api.follow(db, run.id, poll=0.05, dead_after=1))
+    pinned = api.submit(db, "smoke", {}, host="gpu-2")
+    store.register_scheduler(db, host="gpu-1", pid=1, slots="cpu", stale_after=10, name="gpu-1")
+    assert api.wait(db, run.id, poll=0.05, timeout=2.5, dead_after=1).status == "queued", "a live scheduler: keep waiting"
+    with pytest.raises(UserError, match="no scheduler 'gpu-2' is alive"):
+        api.wait(db, pinned.id, poll=0.05, dead_after=1)
