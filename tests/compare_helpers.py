@@ -15,6 +15,7 @@ from typing import Any
 from core import api, published
 from core.experiments import catalog
 from core.registry import RunStatus, store
+from core.experiments.base import RecordingEmitter
 from core.registry.emitter import RegistryEmitter
 
 def _execute(db_url: str, run_id: int) -> int:
@@ -178,3 +179,18 @@ def seed_published(db, report: str, variant: str = "published", *, perturb=None,
             config["device"] = device
         ids[key] = fake_run(db, spec["experiment"], config, tags=tags, **events[key])
     return ids
+
+
+class EchoingEmitter(RecordingEmitter):
+    """A RecordingEmitter that also prints each stage and epoch (seen with ``pytest -s``): a long
+    reproduction in CI shows a line every epoch instead of minutes of silence."""
+
+    def stage(self, stage, name, *, epochs=None) -> None:
+        super().stage(stage, name, epochs=epochs)
+        print(f"  stage {stage}: {name}", flush=True)
+
+    def epoch(self, epoch, metrics, *, stage=0, total=None) -> None:
+        super().epoch(epoch, metrics, stage=stage, total=total)
+        ppl = metrics.get("val_ppl")
+        print(f"  stage {stage} epoch {epoch}/{total or '?'}" + (f": val_ppl {ppl:.4f}" if ppl is not None else ""),
+              flush=True)

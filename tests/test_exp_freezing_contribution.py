@@ -17,6 +17,7 @@ from core.experiments import catalog
 from core.experiments.base import RecordingEmitter, seed_everything
 from core.models.char_lm import CharLM, char_lm_params, count_params
 from core.models.char_transformer import trunc_normal_
+from tests.compare_helpers import EchoingEmitter
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +31,7 @@ def _two_threads():
 def _run(name: str, **values) -> RecordingEmitter:
     values.setdefault("cpu_threads", 2)  # the report's runs used 2 threads (hrm reproduce sets the same)
     experiment = catalog()[name]
-    emit = RecordingEmitter()
+    emit = EchoingEmitter()
     experiment.run(experiment.make_config(**values), emit)
     return emit
 

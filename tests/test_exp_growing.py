@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.experiments import RecordingEmitter, get_experiment
+from tests.compare_helpers import EchoingEmitter
 
 GREEDY = get_experiment("greedy-layerwise")
 PROGRESSIVE = get_experiment("progressive")
@@ -34,7 +35,7 @@ EXP7_SCRATCH_LPT = 9.81
 
 def _run(experiment, **values) -> RecordingEmitter:
     values.setdefault("cpu_threads", 2)  # the report's runs used 2 threads (hrm reproduce sets the same)
-    emit = RecordingEmitter()
+    emit = EchoingEmitter()
     experiment.run(experiment.make_config(**values), emit)
     return emit
 

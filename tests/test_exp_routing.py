@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from core.experiments import RecordingEmitter, catalog, get_experiment
 from core.experiments.lpt_routing import loss_weights
 from core.models.routed import ExitStackLM, build_exit_stack, route, routed_params
+from tests.compare_helpers import EchoingEmitter
 
 EXP10 = "confidence-routing"
 EXP11 = "lpt-routing"
@@ -31,7 +32,7 @@ def two_threads():
 
 def run(name: str, **values) -> RecordingEmitter:
     experiment = get_experiment(name)
-    emit = RecordingEmitter()
+    emit = EchoingEmitter()
     experiment.run(experiment.make_config(**values), emit)
     return emit
 
