@@ -15,14 +15,17 @@ elsewhere it creates a run of its own in ``db`` (default ``$HRM_DB``, then ``./r
 ``hrm ls``, ``hrm show``, ``hrm compare`` and the dashboard show like any other. Every call is
 durable when it returns. A crash leaves the run ``failed`` with the traceback tail, whether the code
 used ``with`` or not (an ``sys.excepthook`` and an ``atexit`` hook cover the second case; a script
-that ends without ``finish()`` is ``completed``). A call after ``finish()``, a non-integer layer or
+that ends without ``finish()`` is ``completed``; ``kill PID`` (SIGTERM) leaves it ``cancelled``). A call after ``finish()``, a non-integer layer or
 a metric that is not a number raises :class:`TrackingError` with one line.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -158,8 +161,24 @@ def _at_exit() -> None:
 _previous_excepthook = sys.excepthook
 
 
-def _install_hooks() -> None:
+def _on_sigterm(signum, frame) -> None:
+    """``kill PID`` of a script with runs of its own: they end ``cancelled``, then the process dies as it would have."""
+    for run in list(_OPEN):
+        if not run.attached:
+            try:
+                run._tracker.finish(error="terminated by SIGTERM", cancelled=True)
+            except Exception:  # noqa: BLE001 - dying anyway; the registry may be unreachable
+                pass
+            _OPEN.discard(run)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_hooks(run: Run) -> None:
     global _hooks_installed, _previous_excepthook
+    if not run.attached and threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)  # inside hrm exec the worker owns the run's end instead
     if _hooks_installed:
         return
     _hooks_installed = True
@@ -178,5 +197,5 @@ def init(experiment: str | None = None, config: Mapping[str, Any] | None = None,
     """
     run = Run(start_tracking(db, experiment=experiment, config=config, tags=tags, headline=headline, run_id=run_id))
     _OPEN.add(run)
-    _install_hooks()
+    _install_hooks(run)
     return run

@@ -152,6 +152,18 @@ def test_script_without_context_manager_crash_and_normal_exit(tmp_path, db_path)
     assert ended.status == "completed"
 
 
+def test_sigterm_of_a_script_leaves_its_run_cancelled(tmp_path, db_path):
+    script = tmp_path / "long.py"
+    script.write_text("import time, hrm_tui as hrm\nrun = hrm.init(experiment='s', db='runs.db')\n"
+                      "run.log_epoch(1, {'x': 1.0})\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], env=subprocess_env(), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == -signal.SIGTERM, "the process still dies by the signal"
+    (run,) = store.list_runs(open_database(db_path, create=False))
+    assert run.status == "cancelled" and run.error == "terminated by SIGTERM"
+
+
 def test_cancel_reaches_a_script_run(db_path, monkeypatch):
     monkeypatch.setattr(tracking, "CANCEL_POLL_S", 0.0)
     run = hrm.init(experiment="my-exp", db=str(db_path))
