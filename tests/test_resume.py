@@ -319,3 +319,32 @@ def test_other_char_experiments_resume_exactly(tmp_path, name, extra):
     events, point = _interrupted_then_resumed(tmp_path, name, config, die_at=(0, 3))
     assert point.epoch == 2
     assert _numbers(events) == _numbers(whole.events)
+
+
+@pytest.mark.slow
+def test_cascade_resumed_after_a_stage_replays_it_and_ends_with_the_uninterrupted_numbers(tmp_path):
+    from core.smollm2.alpaca import tiny_records
+    from core.smollm2.model import build_tiny_model_dir
+
+    model = build_tiny_model_dir(tmp_path / "model")
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps(tiny_records(96).rows))
+    experiment = get_experiment("cascade")
+    config = experiment.make_config(recipe="000", num_samples=40, seq_len=32, epochs=2, hard_ratio=0.3, stages=3,
+                                    model=model, data_file=str(data), device="cpu")
+    whole = RecordingEmitter()
+    experiment.run(config, whole)
+    events, point = _interrupted_then_resumed(tmp_path / "ck", "cascade", config, die_at=(3, 1))
+    assert (point.stage, point.stage_done) == (2, True) and sorted(point.state["addons"]) == [1, 2]
+    strip = {"seconds", "train_tokens_per_s", "extract_tokens_per_s"}  # wall-clock times and rates
+
+    def clean(evs):
+        out = []
+        for e in _numbers(evs):
+            if isinstance(e, tuple):
+                out.append(e[:3] + ({k: v for k, v in e[3].items() if k not in strip},))
+            else:
+                out.append(e | {"metrics": {k: v for k, v in e["metrics"].items() if k not in strip}} if "metrics" in e else e)
+        return out
+
+    assert clean(events) == clean(whole.events)

@@ -322,11 +322,18 @@ def _run_context(base: BasePass):
 
     from core.smollm2.model import count_params
     from core.smollm2.ops import ppl, quantile, run_frozen
+    from core.checkpoint import checkpoints_for
     from core.smollm2.train import train_sequences
 
     config, emit, lm, bt, bv, yt, yv = base.config, base.emit, base.lm, base.bt, base.bv, base.yt, base.yv
     device, amp, base_layers = base.device, base.amp, base.base_layers
     yt_d, yv_d = yt.to(device), yv.to(device)
+    # A checkpoint at each stage's end holds every trained add-on and the stage summaries. A resumed run
+    # replays the finished stages without training them (load the add-on, hand its states on), then trains on.
+    checkpoints = checkpoints_for(emit)
+    point = checkpoints.resume_point()
+    addons_done: dict[int, Any] = dict(point.state["addons"]) if point is not None else {}
+    sums_done: list[dict[str, float]] = list(point.state["stage_sums"]) if point is not None else []
     cur_t, cur_v = bt, bv
     in_t = torch.ones_like(bt.cos, dtype=torch.bool)
     in_v = torch.ones_like(bv.cos, dtype=torch.bool)
@@ -347,17 +354,23 @@ def _run_context(base: BasePass):
             emit.log(f"stage {k}: no hard tokens left (train {n_hard}, val {n_vhard}); stopping")
             break
         in_hard_ppl = ppl(float(cur_v.ce[hard_v].double().mean()))
-        emit.stage(k, f"LLM {k}: {config.stage_layers}-layer add-on on {n_hard} hard tokens (context)", epochs=config.epochs)
+        replayed = k <= len(sums_done)
         addon = _new_addon(lm, config, k, device)
         opt = _optim(config, k)
-        res = train_sequences(
-            addon, h_train=cur_t.h_out, y_train=yt_d, m_train=hard_t, h_val=cur_v.h_out, y_val=yv_d, m_val=hard_v,
-            optim=opt, epochs=config.epochs, patience=config.patience, batch_size=config.batch_size,
-            restore_best=True, seed=config.seed + k, autocast=amp, on_epoch=_epoch_hook(emit, k, config.epochs),
-            eval_before=True,
-        )
+        if replayed:
+            addon.load_state_dict(addons_done[k])
+            emit.log(f"stage {k}: finished before the resume point, replayed from the checkpoint (not trained)")
+        else:
+            emit.stage(k, f"LLM {k}: {config.stage_layers}-layer add-on on {n_hard} hard tokens (context)",
+                       epochs=config.epochs)
+            res = train_sequences(
+                addon, h_train=cur_t.h_out, y_train=yt_d, m_train=hard_t, h_val=cur_v.h_out, y_val=yv_d, m_val=hard_v,
+                optim=opt, epochs=config.epochs, patience=config.patience, batch_size=config.batch_size,
+                restore_best=True, seed=config.seed + k, autocast=amp, on_epoch=_epoch_hook(emit, k, config.epochs),
+                eval_before=True,
+            )
+            emit.log(f"stage {k}: training steps ran as {res.step_mode}; {res.train_tokens_per_s:,.0f} train tokens/s")
         addon.eval()
-        emit.log(f"stage {k}: training steps ran as {res.step_mode}; {res.train_tokens_per_s:,.0f} train tokens/s")
         for p in addon.parameters():
             p.requires_grad_(False)
         ebs = 16 if device.startswith("cuda") else 8
@@ -366,15 +379,22 @@ def _run_context(base: BasePass):
         nv = run_frozen(addon, inputs_embeds=cur_v.h_out, labels=yv, rule=config.cos_rule, batch_size=ebs,
                         keep_hidden=k < K)
         out_hard_ppl = ppl(float(nv.ce[hard_v].double().mean()))
-        s = _stage_summary(
-            res, k=k, tau=tau, n_hard=n_hard, n_vhard=n_vhard, params=count_params(addon), lr=opt.lr,
-            n_in=int(in_t.sum()), config=config, val_threshold=tau, input_hard_val_ppl=in_hard_ppl,
-            cumulative_params=float(cumulative + count_params(addon)),
-            hard_val_ppl_before=ppl(res.before_val_loss), hard_val_ppl_after=out_hard_ppl,
-            improvement_pct=100.0 * (in_hard_ppl - out_hard_ppl) / in_hard_ppl,
-        )
-        emit.summary(s, stage=k)
+        if replayed:
+            s = sums_done[k - 1]
+        else:
+            s = _stage_summary(
+                res, k=k, tau=tau, n_hard=n_hard, n_vhard=n_vhard, params=count_params(addon), lr=opt.lr,
+                n_in=int(in_t.sum()), config=config, val_threshold=tau, input_hard_val_ppl=in_hard_ppl,
+                cumulative_params=float(cumulative + count_params(addon)),
+                hard_val_ppl_before=ppl(res.before_val_loss), hard_val_ppl_after=out_hard_ppl,
+                improvement_pct=100.0 * (in_hard_ppl - out_hard_ppl) / in_hard_ppl,
+            )
+            emit.summary(s, stage=k)
         stage_sums.append(s)
+        if checkpoints.enabled and not replayed:
+            addons_done[k] = {name: t.detach().cpu() for name, t in addon.state_dict().items()}
+            checkpoints.save({"addons": addons_done, "stage_sums": stage_sums}, stage=k, epoch=int(s["stopped_epoch"]),
+                             stage_done=True, score=s["best_val_ppl"])
         cumulative = int(s["cumulative_params"])
         if k == 1:
             extra["llm0_hard_val_ppl"] = in_hard_ppl
