@@ -81,12 +81,13 @@ def plan_sweep(experiment: str, params: Sequence[str], *, fixed: Sequence[str] =
             first = int(base.pop("seed")) if "seed" in base else int(fields["seed"].default)
         except ValueError:
             raise api.UserError("--set seed takes an integer", 2) from None
-        axes["seed"] = [str(first + i) for i in range(seeds)]
-    size = 1
+    size = seeds or 1  # counted before anything is materialised: --seeds 10**20 must not fill memory
     for values in axes.values():
         size *= len(values)
     if size > MAX_POINTS:
         raise api.UserError(f"the grid has {size} points (more than {MAX_POINTS}): narrow it", 2)
+    if seeds is not None:
+        axes["seed"] = [str(first + i) for i in range(seeds)]
     points = []
     names = list(axes)
     for combo in itertools.product(*(axes[n] for n in names)):

@@ -180,11 +180,31 @@ def _user_error_code(exc: BaseException) -> Optional[int]:
     return None
 
 
+def _check_text(args: list[str]) -> None:
+    """Bytes that are not UTF-8 reach Python as lone surrogates; no name, tag or path of hrm's can
+    hold them (the registry stores UTF-8), so they are a usage error up front."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise typer.BadParameter(f"argument '{shown}' is not UTF-8 text") from None
+
+
+def one_line(message: str) -> str:
+    """An error message on one line: newlines, tabs and escape codes a user typed are shown escaped."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 class OneLineErrors(LazyCommands):
     """Usage errors, :class:`core.api.UserError` and registry errors become one ``error:`` line."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
         try:
+            _check_text(args)
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.Abort:
             print("aborted", file=sys.stderr)
@@ -193,13 +213,16 @@ class OneLineErrors(LazyCommands):
             code = exc.exit_code
         except typer.TyperException as exc:
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            print(f"error: {message}", file=sys.stderr)
+            print(f"error: {one_line(message)}", file=sys.stderr)
             code = getattr(exc, "exit_code", 2)
+        except OverflowError as exc:  # a number no column can hold, from an option without bounds
+            print(f"error: a number is out of range ({one_line(str(exc))})", file=sys.stderr)
+            code = 2
         except Exception as exc:
             code = _user_error_code(exc)
             if code is None:
                 raise
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(str(exc))}", file=sys.stderr)
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
@@ -243,7 +266,31 @@ def root(
 
 
 def main() -> None:
-    app()
+    """The ``hrm`` script. Output that cannot be written (a closed pipe, a full disk) ends quietly
+    or with one line, not a traceback at interpreter exit."""
+    try:
+        app()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `hrm ls | head`: the reader is gone
+        _detach_stdout()
+        sys.exit(141)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        _detach_stdout()
+        print(f"error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 __all__ = ["app", "main", "COMMANDS", "CliState", "OneLineErrors"]

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from core import api
 from core.compare import FORMATS, CompareError, Table, export, summary_line
-from hrm_tui.cli.common import DbOption, registry
+from hrm_tui.cli.common import MAX_ID, DbOption, registry
 
 console = Console()
 err_console = Console(stderr=True)
@@ -107,9 +107,26 @@ def _emit(tables: list[Table], fmt: Format, out: Optional[Path], *, summary=None
     if out is None:
         sys.stdout.write(text)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
+        write_file(out, text)
         err_console.print(f"wrote {out} ({kind})")
+
+
+def out_path(value: Optional[str]) -> Optional[Path]:
+    """``--out`` as a path; an empty one is a usage error (it would mean the working folder)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise api.UserError("--out: empty path (give a file or folder name)", 2)
+    return Path(value)
+
+
+def write_file(path: Path, text: str) -> None:
+    """Write ``--out`` (folders created); an unwritable place is one error line, not a traceback."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise api.UserError(f"cannot write --out {path}: {exc.strerror or exc}", 1) from None
 
 
 def _summary_text(summary) -> Text:
@@ -122,24 +139,24 @@ def _summary_text(summary) -> Text:
 
 def compare(
     ctx: typer.Context,
-    runs: Annotated[Optional[list[int]], typer.Argument(help="run ids to compare (in this order)")] = None,
+    runs: Annotated[Optional[list[int]], typer.Argument(metavar="[RUN_ID]...", min=1, max=MAX_ID, help="run ids to compare (in this order)")] = None,
     experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", help="runs of this experiment")] = None,
-    last: Annotated[Optional[int], typer.Option("--last", "-n", min=1, help="only the newest N runs")] = None,
+    last: Annotated[Optional[int], typer.Option("--last", "-n", min=1, max=MAX_ID, help="only the newest N runs")] = None,
     tag: Annotated[Optional[str], typer.Option("--tag", "-t", help="runs with this tag (a sweep: mean ± std over seeds; a --search sweep: trials ranked)")] = None,
     where: Annotated[Optional[str], typer.Option("--where", "-w", help="runs this filter selects (the `hrm ls --where` language)")] = None,
     sort: Annotated[Optional[str], typer.Option("--sort", metavar="KEY[:min|max]", help="rank runs by a metric's best (min or max) value")] = None,
     report: Annotated[Optional[str], typer.Option("--report", "-r", help="published vs ours for a report: 000, 001, 002, 003, 004")] = None,
     exp: Annotated[Optional[list[str]], typer.Option("--exp", help="with --report: only these experiments (4, 5-11, 5,6)")] = None,
     variant: Annotated[VariantChoice, typer.Option("--variant", help="with --report: which variant's runs to use")] = VariantChoice.published,
-    baseline: Annotated[Optional[int], typer.Option("--baseline", "-b", help="add the change vs this run in % (+ = better)")] = None,
+    baseline: Annotated[Optional[int], typer.Option("--baseline", "-b", min=1, max=MAX_ID, help="add the change vs this run in % (+ = better)")] = None,
     metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="extra column KEY[:last|min|max|best|min_epoch|max_epoch|count] (repeatable)")] = None,
     layers: Annotated[bool, typer.Option("--layers", help="per-layer tables (layer × epoch for one run, layer × run for several)")] = False,
-    layer_epoch: Annotated[Optional[list[int]], typer.Option("--epoch", help="with --layers: these epochs only (one run) / this epoch (several)")] = None,
+    layer_epoch: Annotated[Optional[list[int]], typer.Option("--epoch", min=0, max=MAX_ID, help="with --layers: these epochs only (one run) / this epoch (several)")] = None,
     stages: Annotated[bool, typer.Option("--stages", help="per-stage table (s<k>/ summaries)")] = False,
     thresholds: Annotated[bool, typer.Option("--thresholds", help="the runs' threshold analysis tables")] = False,
     aggregate: Annotated[Optional[bool], typer.Option("--aggregate/--no-aggregate", show_default="on with --tag when seeds repeat", help="mean ± std over seeds")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="output format")] = Format.table,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write to this file instead of stdout")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="write to this file instead of stdout")] = None,
     check: Annotated[bool, typer.Option("--check", help="with --report: exit 1 unless every number is within tolerance")] = False,
     use: Annotated[Optional[list[str]], typer.Option("--use", help="with --report: pin a run key to a run, KEY=RUN (e.g. exp10.routed=17)")] = None,
     schema: Annotated[bool, typer.Option("--schema", help="print the JSON schema of --format json and exit")] = False,
@@ -151,6 +168,7 @@ def compare(
     if schema:
         sys.stdout.write(json.dumps(cmp.COMPARE_JSON_SCHEMA, indent=2, ensure_ascii=False) + "\n")
         return
+    out = out_path(out)
 
     if report is not None:
         if runs or experiment or last:
@@ -232,6 +250,8 @@ def _parse_use(values: Optional[list[str]]) -> dict[str, int]:
         key, sep, run = value.partition("=")
         if not sep or not key.strip() or not run.strip().isdigit():
             raise api.UserError(f"--use {value!r}: expected KEY=RUN_ID", 2)
+        if not 1 <= int(run) <= MAX_ID:
+            raise api.UserError(f"--use {value!r}: a run id is between 1 and {MAX_ID}", 2)
         pinned[key.strip()] = int(run)
     return pinned
 
@@ -260,7 +280,7 @@ def reproduce(
     report: Annotated[str, typer.Argument(help="report to regenerate: 000, 001, 002, 003 or 004")],
     variant: Annotated[VariantChoice, typer.Option("--variant", help="published: the reports' code paths, quirks included; corrected: the fixes")] = VariantChoice.published,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="only these experiments of the report (e.g. 4, 5-11)")] = None,
-    priority: Annotated[int, typer.Option("--priority", help="higher runs first")] = 0,
+    priority: Annotated[int, typer.Option("--priority", min=-MAX_ID, max=MAX_ID, help="higher runs first")] = 0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be queued; write nothing")] = False,
     start: Annotated[bool, typer.Option("--start-scheduler/--no-start-scheduler", help="start a background scheduler when none is alive")] = True,
     db: DbOption = None,
@@ -315,7 +335,7 @@ def _start_scheduler(database, start: bool) -> None:
 def report_cmd(
     ctx: typer.Context,
     report: Annotated[str, typer.Argument(help="report: 000, 001, 002, 003 or 004")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="directory for the markdown document and its PNG plots")],
+    out: Annotated[str, typer.Option("--out", "-o", help="directory for the markdown document and its PNG plots")],
     variant: Annotated[VariantChoice, typer.Option("--variant", help="which variant's runs to use")] = VariantChoice.published,
     exp: Annotated[Optional[list[str]], typer.Option("--exp", help="only these experiments (e.g. 5-11)")] = None,
     tag: Annotated[Optional[str], typer.Option("--tag", "-t", help="only runs with this tag")] = None,
@@ -324,9 +344,13 @@ def report_cmd(
     """Write the report regenerated with our numbers: markdown, published vs ours, quirks, PNG plots."""
     from core.report import write_report
 
-    if out.exists() and not out.is_dir():
-        raise api.UserError(f"--out {out} exists and is not a directory", 2)
-    path = write_report(_db(ctx, db), report, out, variant=variant.value, exps=exp, tag=tag)
+    out = out_path(out)
+    try:
+        if out.exists() and not out.is_dir():
+            raise api.UserError(f"--out {out} exists and is not a directory", 2)
+        path = write_report(_db(ctx, db), report, out, variant=variant.value, exps=exp, tag=tag)
+    except OSError as exc:
+        raise api.UserError(f"cannot write the report into {out}: {exc.strerror or exc}", 1) from None
     pngs = sorted(p.name for p in path.parent.glob("*.png"))
     err_console.print(f"wrote {path} and {len(pngs)} plot(s)")
     sys.stdout.write(str(path) + "\n")
@@ -341,7 +365,7 @@ def sweep(
     fixed: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="NAME=VALUE fixed for every point (repeatable)")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="repeat every point with N seeds (seed, seed+1, ...)")] = None,
     tag: Annotated[Optional[str], typer.Option("--tag", "-t", show_default="sweep-<experiment>-<time>", help="tag of the sweep")] = None,
-    priority: Annotated[int, typer.Option("--priority", help="higher runs first")] = 0,
+    priority: Annotated[int, typer.Option("--priority", min=-MAX_ID, max=MAX_ID, help="higher runs first")] = 0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show the grid; write nothing")] = False,
     start: Annotated[bool, typer.Option("--start-scheduler/--no-start-scheduler", help="start a background scheduler when none is alive")] = True,
     search: Annotated[Optional[str], typer.Option("--search", metavar="random|tpe", help="an Optuna search instead of a grid: --param lr=log(1e-4,1e-2) --param layers=int(2,6) --param act=a,b")] = None,
