@@ -142,3 +142,25 @@ def test_scheduler_retries_infrastructure_failures_only_and_notifies_once_per_ru
     notes = [line["message"] for line in store.logs(db, broken_hook.id)]
     assert any("notification failed" in m and "/nonexistent/hook" in m for m in notes)
     assert final[broken_hook.id].status == "completed"
+
+
+def test_hrm_run_records_retries_and_hooks_and_refuses_bad_ones_without_writing(db_path):
+    from typer.testing import CliRunner
+
+    from core.registry import open_database, store
+    from hrm_tui.cli import app
+
+    def hrm(*args):
+        return CliRunner().invoke(app, ["--db", str(db_path), "run", "smoke", *args, "--no-start-scheduler"])
+
+    bad = hrm("--on-finish", "notify {nope}")
+    assert bad.exit_code == 2 and "unknown placeholder {nope}" in bad.output and not db_path.exists()
+    assert hrm("--retries", "-1").exit_code == 2 and not db_path.exists()
+    ok = hrm("--retries", "2", "--on-finish", "notify-send hrm '{run_id} {status}'", "--webhook", "https://example.org/h")
+    assert ok.exit_code == 0, ok.output
+    (run,) = store.list_runs(open_database(db_path))
+    assert (run.max_retries, run.on_finish, run.webhook) == (2, "notify-send hrm '{run_id} {status}'", "https://example.org/h")
+    plain = hrm()
+    assert plain.exit_code == 0
+    newest = store.list_runs(open_database(db_path))[0]
+    assert (newest.max_retries, newest.on_finish, newest.webhook) == (None, None, None), "the scheduler's defaults apply"
