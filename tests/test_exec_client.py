@@ -18,6 +18,7 @@ from core.experiments import get_experiment
 from core.registry import RunStatus, open_database, store
 from core.scheduler.process import pid_alive
 from tests.conftest import run_scheduler_once, start_scheduler, status_of, subprocess_env, wait_for
+from tests.pg_fixture import pg_server, pg_url  # noqa: F401 - fixtures
 
 SCRIPT = textwrap.dedent('''
     import os, sys, time
@@ -100,6 +101,18 @@ def test_client_run_records_every_event(db_path):
     assert api.list_records(db, experiment="my-exp")[0]["latest"]["val_ppl"]["min"] == 5.0
     with pytest.raises(api.UserError, match="recorded by a script"):
         api.retry(db, run.id)
+
+
+@pytest.mark.slow
+def test_client_on_postgresql(pg_url):  # noqa: F811 - the fixture
+    with hrm.init(experiment="pg-exp", config={"lr": 0.1}, tags=["pg"], db=pg_url) as run:
+        run.log_epoch(1, {"val_ppl": 7.5}, total=1)
+        run.log_layers(1, {1: {"loss": 2.0}, 2: {"loss": 1.0}})
+        run.summary({"best_val_ppl": 7.5})
+    db = open_database(pg_url, create=False)
+    final = store.get_run(db, run.id)
+    assert final.status == "completed" and final.headline_value == 7.5
+    assert len(metric_rows(db, run.id, "layer")) == 2 and store.tags_of(db, [run.id])[run.id] == ["pg"]
 
 
 def test_client_bad_calls_raise_one_line_and_write_nothing(db_path):
