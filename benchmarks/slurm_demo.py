@@ -1,0 +1,102 @@
+"""The Slurm flow end to end on a real Slurm, with its wall times: ``python benchmarks/slurm_demo.py``.
+
+Queues four ``smoke`` runs in a fresh registry, starts ``hrm scheduler --executor slurm --time 1``
+(a one-minute limit per job), and lets each run end a different way: one completes, one is cancelled
+with ``hrm cancel``, one is ``scancel``-ed from outside hrm, one runs past its time limit. Prints each
+run's status, Slurm job id and state, error and rows kept, and how long each step took.
+
+Needs Slurm's commands and a partition (``--partition``, default ``debug``: the one
+``tests/slurm/start_slurm.sh`` starts on this machine as root). ``--db`` takes a PostgreSQL URL too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core import api  # noqa: E402
+from core.registry import open_database, store  # noqa: E402
+
+
+def hrm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hrm_tui", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+
+
+def wait(what: str, predicate, timeout: float) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"error: {what}: not within {timeout:.0f} s")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--partition", default="debug")
+    parser.add_argument("--db", default=None, help="registry URL (default: a SQLite file in a temporary folder)")
+    args = parser.parse_args()
+    folder = tempfile.mkdtemp(prefix="hrm-slurm-demo-")
+    url = args.db or f"sqlite:///{folder}/runs.db"
+    db = open_database(url, create=True)
+    runs = {
+        "completes": api.submit(db, "smoke", {"epochs": 5, "layers": 2}),
+        "hrm cancel": api.submit(db, "smoke", {"epochs": 500, "layers": 2, "sleep": 0.3}),
+        "scancel outside hrm": api.submit(db, "smoke", {"epochs": 500, "layers": 2, "sleep": 0.3}),
+        "past its --time": api.submit(db, "smoke", {"epochs": 5000, "layers": 2, "sleep": 0.5}),
+    }
+
+    def run(label):
+        return store.get_run(db, runs[label].id)
+
+    t0 = time.monotonic()
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "hrm_tui", "--db", url, "scheduler", "--executor", "slurm", "--partition", args.partition,
+         "--time", "1", "--name", "slurm-demo"], cwd=folder, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=open(Path(folder) / "scheduler.log", "w"), start_new_session=True)
+    timings = []
+    try:
+        took = wait("the first run completes", lambda: run("completes").status == "completed", 120)
+        timings.append(("queue -> completed (5 epochs)", took))
+        took = wait("the long runs start", lambda: all(run(k).epoch >= 2 for k in list(runs)[1:]), 120)
+        timings.append(("the long runs reach epoch 2", time.monotonic() - t0))
+        t1 = time.monotonic()
+        cancelled = hrm("--db", url, "cancel", str(runs["hrm cancel"].id))
+        if cancelled.returncode:
+            raise SystemExit(cancelled.stderr.strip())
+        subprocess.run(["scancel", run("scancel outside hrm").external_id], check=True)
+        took = wait("both cancels settle", lambda: run("hrm cancel").status.is_terminal
+                    and run("scancel outside hrm").external_state == "CANCELLED"
+                    and run("scancel outside hrm").status.is_terminal, 60)
+        timings.append(("hrm cancel and scancel -> both settled", time.monotonic() - t1))
+        took = wait("the time limit", lambda: run("past its --time").status == "lost", 180)
+        timings.append(("start -> lost to TIMEOUT (1-minute limit)", time.monotonic() - t0))
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        scheduler.wait(30)
+    print(f"registry {db.safe_url if hasattr(db, 'safe_url') else url}, partition {args.partition}\n")
+    print(f"{'how it ended':<22} {'run':>4} {'status':<10} {'job':>5} {'Slurm state':<12} {'epochs':>6}  error")
+    for label in runs:
+        final = run(label)
+        rows = len({r["epoch"] for r in store.metrics(db, final.id, kind="epoch")})
+        print(f"{label:<22} {final.id:>4} {final.status.value:<10} {final.external_id or '-':>5} "
+              f"{final.external_state or '-':<12} {rows:>6}  {final.error or ''}")
+    print()
+    for what, seconds in timings:
+        print(f"{what:<45} {seconds:6.1f} s")
+    db.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
