@@ -162,9 +162,13 @@ def _write_file(path: Path, data: bytes) -> None:
 
 def _write_tensors(path: Path, tensors: dict[str, Any]) -> int:
     """Write the tensors as one safetensors file straight to disk (no in-memory copy), fsynced; returns its size."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    save_file(tensors, str(path))
+    try:
+        save_file(tensors, str(path))
+    except SafetensorError as exc:  # its I/O errors (a full disk) as the OSError they are
+        raise OSError(str(exc).rsplit(": ", 1)[-1]) from exc
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     try:
         os.fsync(fd)
@@ -208,13 +212,16 @@ class Checkpoints:
 
     ``cursor`` says where the run's recorded events stand (saved with each checkpoint so that a
     resume can drop what a dead attempt emitted after it); ``on_saved`` is told about each new
-    checkpoint (the worker records it in the registry); ``resume`` is set by whoever starts the
+    checkpoint (the worker records it in the registry), ``on_error`` about one that could not be
+    written (a full disk); ``resume`` is set by whoever starts the
     run when it should continue from :meth:`latest` instead of starting over.
     """
 
     directory: Path
     cursor: Callable[[], dict[str, Any]] | None = None
     on_saved: Callable[[dict[str, Any]], None] | None = None
+    on_error: Callable[[str], None] | None = None
+    """Told when a save fails for lack of disk (the run goes on without it); None: the error is raised."""
     resume: bool = False
     keep_last: int = 2
     _loaded: Checkpoint | None = field(default=None, init=False, repr=False)
@@ -286,11 +293,18 @@ class Checkpoints:
         }
         final = self.directory / f"ckpt-{seq:06d}"
         tmp = self.directory / f"{_TMP_PREFIX}{seq:06d}-{os.getpid()}"
-        tmp.mkdir()  # fresh and ours (mkdir fails on anything already there): files inside are safe to create
-        size = _write_tensors(tmp / TENSORS_FILE, encoder.tensors)
-        _write_file(tmp / STATE_FILE, json.dumps(body, allow_nan=False).encode())
-        _fsync_dir(tmp)
-        _publish(tmp, final)
+        try:
+            tmp.mkdir()  # fresh and ours (mkdir fails on anything already there): files inside are safe to create
+            size = _write_tensors(tmp / TENSORS_FILE, encoder.tensors)
+            _write_file(tmp / STATE_FILE, json.dumps(body, allow_nan=False).encode())
+            _fsync_dir(tmp)
+            _publish(tmp, final)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if self.on_error is None:
+                raise
+            self.on_error(f"checkpoint of epoch {epoch} not saved: {exc.strerror or exc}; the previous one stays")
+            return None
         self._prune()
         if self.on_saved is not None:
             self.on_saved({"seq": seq, "stage": body["stage"], "epoch": body["epoch"], "stage_done": body["stage_done"],

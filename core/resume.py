@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,12 @@ def attach_checkpoints(db: Database, run: Any, emit: Any) -> Checkpoints:
             if not is_transient(exc):
                 raise
 
-    checkpoints = Checkpoints(checkpoint_dir(db, run.id), cursor=cursor, on_saved=saved, resume=run.attempt > 1)
+    def failed(message: str) -> None:  # a full disk costs a checkpoint, not the run
+        print(f"hrm worker: {message}", file=sys.stderr, flush=True)
+        emit.log(message)
+
+    checkpoints = Checkpoints(checkpoint_dir(db, run.id), cursor=cursor, on_saved=saved, on_error=failed,
+                              resume=run.attempt > 1)
     if run.attempt > 1:
         point = checkpoints.resume_point()
         removed = attempt_store.truncate_events(db, run.id, point.cursor if point else None)

@@ -348,3 +348,21 @@ def test_cascade_resumed_after_a_stage_replays_it_and_ends_with_the_uninterrupte
         return out
 
     assert clean(events) == clean(whole.events)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_reported_and_the_previous_one_stays(tmp_path):
+    import resource
+
+    problems = []
+    store = Checkpoints(tmp_path, on_error=problems.append)
+    store.save({"w": torch.ones(10)}, epoch=1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))  # a "full disk" for files over 100 kB
+    try:
+        assert store.save({"w": torch.ones(1_000_000)}, epoch=2) is None
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert len(problems) == 1 and "checkpoint of epoch 2 not saved" in problems[0]
+    assert store.latest().epoch == 1 and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
