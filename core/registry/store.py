@@ -528,6 +528,10 @@ _HOT_UPSERT_LATEST = (
 _RUN_PROGRESS = "UPDATE run SET updated_at = ?, epoch = ?, stage = ?, total_epochs = coalesce(?, total_epochs)"
 _RUN_TOUCH = "UPDATE run SET updated_at = ?"
 _RUN_CLAIM = "UPDATE run SET event_seq = ? WHERE id = ? AND event_seq < ?"
+_BY_ID = " WHERE id = ?"
+_BY_ID_CLAIMING = ", event_seq = ? WHERE id = ? AND event_seq < ?"
+_RUN_SQL = {(template, claiming): template + (_BY_ID_CLAIMING if claiming else _BY_ID)
+            for template in (_RUN_PROGRESS, _RUN_TOUCH) for claiming in (False, True)}
 
 
 @functools.cache
@@ -567,29 +571,25 @@ def append_metrics(
             else:
                 value, is_nan = _clean(value)
                 rows.append((run_id, kind, stage, epoch, layer, key, value, is_nan, now))
+    claiming = seq is not None
     if kind == "layer":  # per-layer rows always come with an epoch event, which updates the run
-        run_sql, run_params = (_RUN_CLAIM, (seq, run_id, seq)) if seq is not None else (None, ())
+        run_sql, run_params = (_RUN_CLAIM, (seq, run_id, seq)) if claiming else (None, ())
     else:
-        if kind == "epoch" and epoch is not None:
-            run_sql, run_params = _RUN_PROGRESS, [now, epoch, stage, total]
-        else:
-            run_sql, run_params = _RUN_TOUCH, [now]
-        if seq is not None:
-            run_sql += ", event_seq = ? WHERE id = ? AND event_seq < ?"
-            run_params += [seq, run_id, seq]
-        else:
-            run_sql += " WHERE id = ?"
-            run_params.append(run_id)
+        progress = kind == "epoch" and epoch is not None
+        run_sql = _RUN_SQL[(_RUN_PROGRESS if progress else _RUN_TOUCH, claiming)]
+        run_params = (now, epoch, stage, total) if progress else (now,)
+        run_params += (seq, run_id, seq) if claiming else (run_id,)
     with db.driver_write() as tx:
         cursor, style = tx.cursor, tx.paramstyle
+        qmark = style == "qmark"
         if run_sql is not None:
-            cursor.execute(_hot_sql(style, run_sql), run_params)
-            if seq is not None and cursor.rowcount == 0:
+            cursor.execute(run_sql if qmark else _hot_sql(style, run_sql), run_params)
+            if claiming and cursor.rowcount == 0:
                 return  # applied before (a replayed event), or no such run
         if rows:
-            cursor.executemany(_hot_sql(style, _HOT_INSERT_METRIC), rows)
+            cursor.executemany(_HOT_INSERT_METRIC if qmark else _hot_sql(style, _HOT_INSERT_METRIC), rows)
             if kind != "layer":
-                cursor.executemany(_hot_sql(style, _HOT_UPSERT_LATEST), [
+                cursor.executemany(_HOT_UPSERT_LATEST if qmark else _hot_sql(style, _HOT_UPSERT_LATEST), [
                     (r[0], r[2], r[5], r[6], r[3], r[6], r[3], r[6], r[3], r[8]) for r in rows])
         if kind == "summary" and stage == 0:
             cursor.execute(_hot_sql(style, "SELECT headline_key FROM run WHERE id = ?"), (run_id,))
