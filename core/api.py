@@ -100,11 +100,14 @@ def validate_config(experiment: str, values: Mapping[str, Any]):
 
 
 def submit(db: Database, experiment: str, values: Mapping[str, Any], *, tags: Sequence[str] = (),
-           priority: int = 0, retry_of: int | None = None, host: str | None = None) -> Run:
+           priority: int = 0, retry_of: int | None = None, host: str | None = None,
+           executor: str | None = None) -> Run:
     """Validate and queue a run; nothing is written when validation fails.
 
     ``host`` pins the run to the scheduler of that name (``hrm run --host H``); None: any host.
+    ``executor`` (``local`` or ``slurm``, ``hrm run --executor``): where it runs; None: the scheduler's choice.
     """
+    check_executor(executor)
     config = validate_config(experiment, values)
     if host is not None and not host.strip():
         raise UserError("--host: a scheduler name cannot be empty", 2)
@@ -114,7 +117,17 @@ def submit(db: Database, experiment: str, values: Mapping[str, Any], *, tags: Se
     except Unavailable as exc:
         raise UserError(f"{experiment}: {exc}", 1) from None
     return store.create_run(db, experiment, config.model_dump(mode="json"), tags=tags, priority=priority,
-                            retry_of=retry_of, headline_key=exp.headline, target_host=host)
+                            retry_of=retry_of, headline_key=exp.headline, target_host=host, executor=executor)
+
+
+EXECUTORS = ("local", "slurm")
+"""Where a worker may run: a subprocess of the scheduler's host, or a Slurm job (core.scheduler.slurm)."""
+
+
+def check_executor(executor: str | None) -> None:
+    """``--executor``: one of :data:`EXECUTORS` (UserError, exit 2, before anything is written)."""
+    if executor is not None and executor not in EXECUTORS:
+        raise UserError(f"--executor {executor!r}: expected {' or '.join(EXECUTORS)}", 2)
 
 
 # --- scheduler ------------------------------------------------------------------------------

@@ -62,8 +62,10 @@ def create_run(
     retry_of: int | None = None,
     headline_key: str | None = None,
     target_host: str | None = None,
+    executor: str | None = None,
 ) -> RunView:
-    """Queue a run (validated config in, ``queued`` row out); ``target_host`` pins it to that scheduler."""
+    """Queue a run (validated config in, ``queued`` row out); ``target_host`` pins it to that scheduler,
+    ``executor`` sends it to that engine (``slurm``) whatever the scheduler's own."""
     now = time.time()
     values = {
         "experiment": experiment,
@@ -79,6 +81,8 @@ def create_run(
     }
     if target_host is not None:
         values["target_host"] = target_host
+    if executor is not None:
+        values["executor"] = executor
     with db.write() as conn:
         run_id = _insert_run(conn, values)
         if tags:

@@ -30,7 +30,8 @@ from core.registry.db import Database, sqlite_path
 from core.registry.emitter import SPOOL_NAME, replay_spool
 from core.registry.outage import Backoff, first_line, is_transient
 from core.registry.output import ship_file
-from core.scheduler.executor import Executor, LocalExecutor
+from core.scheduler.by_run import default_executor
+from core.scheduler.executor import Executor
 from core.scheduler.process import WorkerHandle, signal_name
 
 log = logging.getLogger("hrm.scheduler")
@@ -171,7 +172,7 @@ class Scheduler:
         self.once = once
         self.idle_exit = idle_exit
         beat_every = max(0.2, min(5.0, stale_after / 6))
-        self.executor = executor or LocalExecutor(db, env={"HRM_HEARTBEAT_INTERVAL": f"{beat_every:g}"})
+        self.executor = executor or default_executor(db, env={"HRM_HEARTBEAT_INTERVAL": f"{beat_every:g}"})
         self.workers: dict[int, WorkerHandle] = {}
         self.lease: leases.Lease | None = None
         self.fenced = False
@@ -401,7 +402,7 @@ class Scheduler:
                 continue
             if handle is not None:
                 self.executor.signal(handle, signal.SIGKILL)
-                if isinstance(self.executor, LocalExecutor):
+                if hasattr(self.executor, "reap_quietly"):  # a killed local worker leaves no zombie
                     self.executor.reap_quietly(handle)
                 del self.workers[run_id]
                 self._settle(run_id)

@@ -41,6 +41,9 @@ def _common_run_parameters() -> list[inspect.Parameter]:
         opt("hrm_webhook", Optional[str], None, "--webhook", help="http(s) URL that receives a JSON body when the run ends"),
         opt("hrm_host", Optional[str], None, "--host", help="run it only on the scheduler of this name (host)",
             show_default="any host"),
+        opt("hrm_executor", Optional[str], None, "--executor",
+            help="local (a subprocess of the scheduler's host) or slurm (a Slurm job, through submitit)",
+            show_default="the scheduler's --executor"),
     ]
 
 
@@ -74,11 +77,12 @@ def queue_from_options(ctx: typer.Context, name: str, kwargs: dict[str, Any]) ->
     tags, priority, start = kwargs.pop("hrm_tags"), kwargs.pop("hrm_priority"), kwargs.pop("hrm_start")
     policy = {"max_retries": kwargs.pop("hrm_retries"), "on_finish": kwargs.pop("hrm_on_finish"),
               "webhook": kwargs.pop("hrm_webhook")}
-    host = kwargs.pop("hrm_host")
+    host, executor = kwargs.pop("hrm_host"), kwargs.pop("hrm_executor")
     api.validate_config(name, kwargs)  # before the registry is touched: bad input writes nothing
     api.check_run_policy(**policy)
+    api.check_executor(executor)
     db = api.open_registry(db_arg, create=True)
-    run = api.submit(db, name, kwargs, tags=tags, priority=priority, host=host)
+    run = api.submit(db, name, kwargs, tags=tags, priority=priority, host=host, executor=executor)
     api.set_run_policy(db, run.id, **policy)
     err_console().print(f"run [bold]{run.id}[/bold] queued ({name}, {run.variant})"
                         + ("; waiting for it to end" if wait and not follow else ""))
