@@ -172,7 +172,10 @@ def _attempts(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
     from core.registry.attempt_view import attempt_records, checkpoint_record
 
     run = _rows(conn, "SELECT * FROM run WHERE id = ?", [run_id])[0]
-    archived = _rows(conn, "SELECT * FROM runattempt WHERE run_id = ? ORDER BY attempt", [run_id])
+    try:
+        archived = _rows(conn, "SELECT * FROM runattempt WHERE run_id = ? ORDER BY attempt", [run_id])
+    except sqlite3.OperationalError:  # a registry from before attempts were recorded: none archived
+        archived = []
     return {"attempts": attempt_records(archived, run), "checkpoint": checkpoint_record(run.get("checkpoint_json"))}
 
 
