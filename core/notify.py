@@ -23,6 +23,7 @@ from typing import Any
 WEBHOOK_SCHEMA = "hrm.run-end/v1"
 PLACEHOLDERS = ("run_id", "status", "experiment", "attempt", "error", "headline", "db")
 TIMEOUT_S = 30.0
+_ENV_NAMES = {"db": "HRM_REGISTRY"}
 
 
 class HookError(ValueError):
@@ -70,7 +71,9 @@ def run_command(template: str, fields: Mapping[str, Any], *, timeout: float = TI
     except HookError as exc:
         return str(exc)
     env = dict(os.environ)
-    env.update({f"HRM_{k.upper()}": "" if fields.get(k) is None else str(fields[k]) for k in PLACEHOLDERS})
+    # HRM_REGISTRY, not HRM_DB: the URL is redacted, and an `hrm` called by the hook must keep its own registry
+    env.update({_ENV_NAMES.get(k, f"HRM_{k.upper()}"): "" if fields.get(k) is None else str(fields[k])
+                for k in PLACEHOLDERS})
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env=env, timeout=timeout, start_new_session=True)
