@@ -70,7 +70,9 @@ def run_command(template: str, fields: Mapping[str, Any], *, timeout: float = TI
         argv = command_argv(template, fields)
     except HookError as exc:
         return str(exc)
-    env = dict(os.environ)
+    from core.scheduler.spawn import DB_URL_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != DB_URL_ENV}  # the hook gets no registry credentials
     # HRM_REGISTRY, not HRM_DB: the URL is redacted, and an `hrm` called by the hook must keep its own registry
     env.update({_ENV_NAMES.get(k, f"HRM_{k.upper()}"): "" if fields.get(k) is None else str(fields[k])
                 for k in PLACEHOLDERS})

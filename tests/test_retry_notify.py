@@ -49,6 +49,17 @@ def test_hook_placeholders_never_become_shell_or_extra_arguments(tmp_path):
     assert out.read_text() == repr(["3", error]) and not (tmp_path / "pwned").exists()
 
 
+def test_the_hook_gets_the_redacted_registry_and_no_credentials(tmp_path, monkeypatch):
+    monkeypatch.setenv("HRM_DB_URL", "postgresql://me:secret@db/hrm")
+    out = tmp_path / "env.json"
+    template = shlex.join([sys.executable, "-c", "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))",
+                           str(out)])
+    assert run_command(template, {"run_id": 4, "status": "lost", "db": "postgresql://me:***@db/hrm"}) is None
+    env = json.loads(out.read_text())
+    assert "HRM_DB_URL" not in env and "secret" not in json.dumps(env)
+    assert (env["HRM_RUN_ID"], env["HRM_STATUS"], env["HRM_REGISTRY"]) == ("4", "lost", "postgresql://me:***@db/hrm")
+
+
 def test_bad_hooks_are_refused_and_failing_ones_reported_not_raised():
     for template in ("notify {nope}", "unbalanced 'quote", "   ", "x {0}"):
         with pytest.raises(HookError):
