@@ -20,8 +20,7 @@ def resume(
 ) -> None:
     """Continue a failed, lost or cancelled run under the same id, from its newest checkpoint.
 
-    The run is queued again as its next attempt; what the dead attempt recorded after the checkpoint
-    is replaced, so its metrics continue as one series. `hrm show RUN_ID` lists every attempt.
+    The run is queued again as its next attempt; what the dead attempt recorded after the checkpoint is replaced, so its metrics continue as one series. `hrm show RUN_ID` lists every attempt.
     """
     from core import api
     from core.registry import RunStatus
