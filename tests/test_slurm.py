@@ -13,7 +13,7 @@ import pytest
 
 from core import api
 from core.registry import open_database, store
-from tests.conftest import subprocess_env, wait_for
+from tests.conftest import run_scheduler_once, subprocess_env, wait_for
 from tests.pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
 from tests.slurm_fixture import slurm_partition  # noqa: F401  (fixture)
 
@@ -162,6 +162,48 @@ def test_a_job_past_its_time_limit_is_lost_with_its_rows_kept(slurm_partition, t
     db.dispose()
 
 
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_run_asking_for_slurm_goes_there_from_a_local_scheduler(slurm_partition, tmp_path):  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    queued = [hrm("--db", url, "run", "smoke", "--epochs", "2", "--layers", "2", "--no-start-scheduler", *extra)
+              for extra in ((), ("--executor", "slurm"))]
+    assert [q.returncode for q in queued] == [0, 0], [q.stderr for q in queued]
+    local_id, slurm_id = (int(q.stdout.strip()) for q in queued)
+    done = run_scheduler_once(url, "--gpus", "", "--max-parallel", "2", timeout=120)  # a plain local scheduler
+    assert done.returncode == 0, done.stderr
+    db = open_database(url)
+    local, slurm = store.get_run(db, local_id), store.get_run(db, slurm_id)
+    assert (local.status, slurm.status) == ("completed", "completed"), (local.error, slurm.error)
+    assert local.executor is None and local.external_id is None
+    assert slurm.executor == "slurm" and slurm.external_state == "COMPLETED" and slurm.external_id.isdigit()
+    db.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_restarted_scheduler_adopts_the_slurm_job_it_left_running(slurm_partition, tmp_path):  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = open_database(url, create=True)
+    run = api.submit(db, "smoke", {"epochs": 40, "layers": 2, "sleep": 0.25})
+    first = slurm_scheduler(url, slurm_partition, "--name", "login1")
+    try:
+        wait_for(lambda: running_with_epochs(db, run.id), timeout=90)
+    finally:
+        stop(first)  # a scheduler that stops leaves its workers running
+    job = store.get_run(db, run.id).external_id
+    assert job_state(job) == "RUNNING" and store.get_run(db, run.id).status == "running"
+    second = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", url, "scheduler", "--executor", "slurm",
+                             "--partition", slurm_partition, "--name", "login1", "--once"],
+                            capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert second.returncode == 0, second.stderr
+    final = store.get_run(db, run.id)
+    assert final.status == "completed" and final.external_id == job, (final.error, second.stderr)
+    assert any("adopted by scheduler 'login1'" in line["message"] for line in store.logs(db, run.id))
+    assert len({r["epoch"] for r in store.metrics(db, run.id, kind="epoch")}) == 40
+    db.dispose()
+
+
 def test_bad_slurm_options_are_refused_before_anything_is_written(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     for args, message in ((["--executor", "slurm", "--time", "soon"], "--time 'soon'"),
@@ -171,4 +213,6 @@ def test_bad_slurm_options_are_refused_before_anything_is_written(tmp_path):
         done = hrm("--db", url, "scheduler", *args)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert done.stderr.startswith("error: ") and message in done.stderr and "Traceback" not in done.stderr
+    done = hrm("--db", url, "run", "smoke", "--executor", "pbs", "--no-start-scheduler")
+    assert done.returncode == 2 and done.stderr.startswith("error: --executor 'pbs'"), done.stderr
     assert not (tmp_path / "runs.db").exists()
