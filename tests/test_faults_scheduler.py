@@ -351,7 +351,8 @@ def test_hrm_run_wait_notices_a_dead_scheduler(db, db_path, tmp_path):
             waiting.kill()
         stop(scheduler)
     assert waiting.returncode == 1
-    assert err.startswith("error: ") and "no scheduler is alive" in err and err.count("\n") == 1, err
+    (error,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "no scheduler is alive" in error and err.endswith(error + "\n"), err
     assert "Traceback" not in err
 
 
