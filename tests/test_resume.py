@@ -366,3 +366,38 @@ def test_a_checkpoint_that_cannot_be_written_is_reported_and_the_previous_one_st
         signal.signal(signal.SIGXFSZ, previous)
     assert len(problems) == 1 and "checkpoint of epoch 2 not saved" in problems[0]
     assert store.latest().epoch == 1 and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+from tests.pg_fixture import pg_server, pg_url  # noqa: E402,F401  (PostgreSQL fixtures)
+
+
+def test_attempts_and_series_truncation_on_postgresql(pg_url):  # noqa: F811
+    from core import api
+    from core.registry import RunStatus, open_database, store
+    from core.registry import attempts as attempt_store
+    from core.registry.emitter import RegistryEmitter
+
+    db = open_database(pg_url, create=True)
+    try:
+        run = api.submit(db, "smoke", {"epochs": 4})
+        emit = RegistryEmitter(db, run.id)
+        for epoch in (1, 2):
+            emit.epoch(epoch, {"val_ppl": 10.0 - epoch}, total=4)
+        cursor = attempt_store.event_cursor(db, run.id)
+        emit.epoch(3, {"val_ppl": 1.0}, total=4)  # after the "checkpoint": the dead attempt's row
+        store.finish_run(db, run.id, RunStatus.LOST, error="worker pid 1 was gone")
+        assert attempt_store.claim_notification(db, run.id) and not attempt_store.claim_notification(db, run.id)
+        assert attempt_store.requeue(db, run.id, by="retry-policy").attempt == 2
+        assert attempt_store.requeue(db, run.id) is None, "already queued"
+        assert attempt_store.truncate_events(db, run.id, cursor) == 1
+        assert [r["epoch"] for r in store.metrics(db, run.id)] == [1, 2]
+        (latest,) = store.latest_metrics(db, [run.id])[run.id]
+        assert (latest["last"], latest["min"], latest["min_epoch"], latest["count"]) == (8.0, 8.0, 2, 2)
+        assert [(a["attempt"], a["status"], a["requeued_by"]) for a in api.attempts(db, run.id)] == [
+            (1, "lost", "retry-policy"), (2, "queued", None)]
+        store.delete_run(db, run.id)
+        with db.read() as conn:
+            left = conn.execute(attempt_store.ATTEMPT.select().where(attempt_store.ATTEMPT.c.run_id == run.id)).all()
+        assert left == [], "a deleted run's attempts go with it"
+    finally:
+        db.dispose()
