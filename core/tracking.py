@@ -19,6 +19,7 @@ import numbers
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,7 +28,8 @@ from core.errors import RunCancelled, TrackingError
 from core.registry import RunStatus, open_database, resolve_db_url, store
 from core.registry.db import Database
 from core.registry.emitter import RegistryEmitter
-from core.registry.tracked import add_tags, create_tracked_run, run_state
+from core.registry.leases import beat_worker
+from core.registry.tracked import add_tags, create_tracked_run, run_state, script_host
 
 RUN_ID_ENV = "HRM_RUN_ID"
 DB_ENV = "HRM_DB"
@@ -76,6 +78,31 @@ def script_info() -> dict[str, Any]:
             "argv": list(sys.argv), "cwd": os.getcwd(), "data_source": "script"}
 
 
+HEARTBEAT_ENV = "HRM_HEARTBEAT_INTERVAL"
+DEFAULT_HEARTBEAT_S = 5.0
+
+
+class _Heartbeat(threading.Thread):
+    """Beats for a script's own run (``run.heartbeat_at``), like a worker, while the process lives."""
+
+    def __init__(self, db: Database, run_id: int) -> None:
+        super().__init__(name=f"hrm-heartbeat-{run_id}", daemon=True)
+        self.db, self.run_id = db, run_id
+        self.interval = float(os.environ.get(HEARTBEAT_ENV) or DEFAULT_HEARTBEAT_S)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            try:
+                if not beat_worker(self.db, self.run_id, pid=os.getpid(), host=script_host()):
+                    return  # ended, cancelled or marked lost: nothing left to keep alive
+            except Exception:  # noqa: BLE001 - a registry hiccup: the next beat tries again
+                continue
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
 class Tracker:
     """One tracked run: checked calls in, registry events out (see the module docstring)."""
 
@@ -86,6 +113,10 @@ class Tracker:
         self.finished = False
         self.emitter = RegistryEmitter(db, run_id)
         self._next_cancel_check = time.monotonic() + CANCEL_POLL_S
+        self._heart: _Heartbeat | None = None
+        if not attached:  # inside hrm exec the worker beats for the run
+            self._heart = _Heartbeat(db, run_id)
+            self._heart.start()
 
     # --- checks -----------------------------------------------------------------------------------
     def _live(self, call: str) -> None:
@@ -95,14 +126,19 @@ class Tracker:
             self._next_cancel_check = time.monotonic() + CANCEL_POLL_S
             state = run_state(self.db, self.run_id)
             if state is None:
-                self.finished = True
+                self._stop_heart()
                 raise RunCancelled(f"run {self.run_id} was deleted from {self.db.safe_url}")
             status, cancel_requested = state
             if cancel_requested or RunStatus(status).is_terminal:
                 if not RunStatus(status).is_terminal:
                     store.finish_run(self.db, self.run_id, RunStatus.CANCELLED, error="cancelled by request")
-                self.finished = True
+                self._stop_heart()
                 raise RunCancelled(f"run {self.run_id} was cancelled")
+
+    def _stop_heart(self) -> None:
+        self.finished = True
+        if self._heart is not None:
+            self._heart.stop()
 
     # --- events -----------------------------------------------------------------------------------
     def epoch(self, epoch: int, metrics: Mapping[str, float], *, stage: int = 0, total: int | None = None) -> None:
@@ -159,6 +195,8 @@ class Tracker:
         if self.finished:
             return
         self.finished = True
+        if self._heart is not None:
+            self._heart.stop()
         tail = traceback_tail[-TRACEBACK_TAIL:] if traceback_tail else None
         if self.attached:
             if error:

@@ -177,6 +177,44 @@ def test_sigterm_of_a_script_leaves_its_run_cancelled(tmp_path, db_path):
     assert run.status == "cancelled" and run.error == "terminated by SIGTERM"
 
 
+def test_a_script_run_beats_while_its_process_lives(db_path, monkeypatch):
+    from core.registry.leases import stale_running
+
+    monkeypatch.setenv(tracking.HEARTBEAT_ENV, "0.2")
+    run = hrm.init(experiment="my-exp", db=str(db_path))
+    db = open_database(db_path, create=False)
+    first = store.get_run(db, run.id).heartbeat_at
+    wait_for(lambda: store.get_run(db, run.id).heartbeat_at > first, timeout=10)
+    time.sleep(1.2)
+    assert run.id not in [r["id"] for r in stale_running(db, stale_after=1.0)], "an idle notebook run stays alive"
+    run.finish()
+    ended = store.get_run(db, run.id).heartbeat_at
+    time.sleep(0.6)
+    assert store.get_run(db, run.id).heartbeat_at == ended, "no beat after finish()"
+
+
+@pytest.mark.slow
+def test_a_sigkilled_script_run_is_lost_by_any_scheduler(tmp_path, db_path):
+    script = tmp_path / "killed.py"
+    script.write_text("import time, hrm_tui as hrm\nrun = hrm.init(experiment='s', db='runs.db')\n"
+                      "run.log_epoch(1, {'x': 1.0})\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    env = {**subprocess_env(), tracking.HEARTBEAT_ENV: "0.2"}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.kill()
+    proc.wait(10)
+    db = open_database(db_path, create=False)
+    (run,) = store.list_runs(db)
+    assert run.status == "running", "SIGKILL leaves no chance to write"
+    scheduler = start_scheduler(db.url, "--stale-after", "1")
+    try:
+        wait_for(lambda: status_of(db, run.id) == "lost", timeout=30)
+        assert "no worker heartbeat" in store.get_run(db, run.id).error
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        scheduler.wait(15)
+
+
 def test_cancel_reaches_a_script_run(db_path, monkeypatch):
     monkeypatch.setattr(tracking, "CANCEL_POLL_S", 0.0)
     run = hrm.init(experiment="my-exp", db=str(db_path))

@@ -4,6 +4,8 @@ Such a run is inserted ``running`` in one statement, so a scheduler polling the 
 claim it (it would launch a worker for an experiment that exists only in the user's script).
 Its ``host`` is ``<hostname> (script)``: no scheduler takes it for one of its own workers when it
 reconciles runs after a restart, since the process behind it is the user's script, not a worker.
+The script beats like a worker (``heartbeat_at``, see :class:`core.tracking.Tracker`), so a script
+killed with SIGKILL leaves a run that any scheduler marks ``lost`` after the stale window.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def create_tracked_run(db: Database, experiment: str, config: Mapping[str, Any],
         "created_at": now,
         "started_at": now,
         "updated_at": now,
+        "heartbeat_at": now,
         "host": script_host(),
         "pid": pid,
         "gpu": SCRIPT_SLOT,
