@@ -401,3 +401,14 @@ def test_damaged_info_and_table_rows_do_not_break_show(db):
     assert DAMAGED_KEY in store.get_run(db, run.id).info
     store.merge_info(db, run.id, {"params": 12})  # a worker's next info event still lands
     assert store.get_run(db, run.id).info["params"] == 12
+
+
+@pytest.mark.slow
+def test_cli_refuses_an_in_memory_registry_and_says_why(tmp_path):
+    for args in (("run", "smoke", "--wait"), ("run", "smoke", "--no-start-scheduler"), ("scheduler", "--once")):
+        done = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", "sqlite:///:memory:", *args], capture_output=True,
+                              text=True, env=subprocess_env(), cwd=tmp_path, timeout=120)
+        assert done.returncode == 1, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "in-memory registry" in lines[0] and "one process" in lines[0], (args, done.stderr)
+    assert not list(tmp_path.iterdir()), "no detached scheduler, no files"

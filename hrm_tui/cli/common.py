@@ -44,7 +44,13 @@ def registry(ctx: Optional[typer.Context], db: Optional[str], *, create: bool = 
     """Open the registry for a command (one ``error:`` line if it cannot be opened)."""
     from core import api
 
-    return api.open_registry(db_target(ctx, db), create=create)
+    database = api.open_registry(db_target(ctx, db), create=create)
+    if not getattr(database, "shareable", True):
+        database.dispose()
+        raise api.UserError(
+            "an in-memory registry (sqlite:///:memory:) lives inside one process: the scheduler, its workers and "
+            "every later hrm command would each see their own empty one; use a file (--db runs.db) or a server URL", 1)
+    return database
 
 
 def console() -> "Console":

@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from hrm_tui.cli import CONTEXT_SETTINGS, HrmCommand, PlainHelp, command_holder
-from hrm_tui.cli.common import MAX_ID, db_target, ensure_scheduler, err_console
+from hrm_tui.cli.common import MAX_ID, db_target, ensure_scheduler, err_console, registry
 
 
 def _common_run_parameters() -> list[inspect.Parameter]:
@@ -81,7 +81,7 @@ def queue_from_options(ctx: typer.Context, name: str, kwargs: dict[str, Any]) ->
     api.validate_config(name, kwargs)  # before the registry is touched: bad input writes nothing
     api.check_run_policy(**policy)
     api.check_executor(executor)
-    db = api.open_registry(db_arg, create=True)
+    db = registry(ctx, db_arg, create=True)  # refuses an in-memory registry, which no scheduler could see
     run = api.submit(db, name, kwargs, tags=tags, priority=priority, host=host, executor=executor)
     api.set_run_policy(db, run.id, **policy)
     err_console().print(f"run [bold]{run.id}[/bold] queued ({name}, {run.variant})"
