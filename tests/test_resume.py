@@ -322,7 +322,8 @@ def test_other_char_experiments_resume_exactly(tmp_path, name, extra):
 
 
 @pytest.mark.slow
-def test_cascade_resumed_after_a_stage_replays_it_and_ends_with_the_uninterrupted_numbers(tmp_path):
+@pytest.mark.parametrize("variant, recipe", [("corrected", "000"), ("published", "001")])
+def test_cascade_resumed_after_a_stage_replays_it_and_ends_with_the_uninterrupted_numbers(tmp_path, variant, recipe):
     from core.smollm2.alpaca import tiny_records
     from core.smollm2.model import build_tiny_model_dir
 
@@ -330,8 +331,8 @@ def test_cascade_resumed_after_a_stage_replays_it_and_ends_with_the_uninterrupte
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps(tiny_records(96).rows))
     experiment = get_experiment("cascade")
-    config = experiment.make_config(recipe="000", num_samples=40, seq_len=32, epochs=2, hard_ratio=0.3, stages=3,
-                                    model=model, data_file=str(data), device="cpu")
+    config = experiment.make_config(variant=variant, recipe=recipe, num_samples=40, seq_len=32, epochs=2, hard_ratio=0.3,
+                                    stages=3, model=model, data_file=str(data), device="cpu")
     whole = RecordingEmitter()
     experiment.run(config, whole)
     events, point = _interrupted_then_resumed(tmp_path / "ck", "cascade", config, die_at=(3, 1))

@@ -554,10 +554,15 @@ def _run_length1(base: BasePass):
 
     from core.smollm2.model import count_params
     from core.smollm2.ops import cos_rule, length1_forward, length1_states, quantile
+    from core.checkpoint import checkpoints_for
     from core.smollm2.train import train_tokens
 
     config, emit, lm, bt, bv, yt, yv = base.config, base.emit, base.lm, base.bt, base.bv, base.yt, base.yv
     device, amp, base_layers = base.device, base.amp, base.base_layers
+    checkpoints = checkpoints_for(emit)  # one at each stage's end; finished stages are replayed on resume
+    point = checkpoints.resume_point()
+    addons_done: dict[int, Any] = dict(point.state["addons"]) if point is not None else {}
+    sums_done: list[dict[str, float]] = list(point.state["stage_sums"]) if point is not None else []
     D = bt.h_out.shape[-1]
     hr = config.hard_ratio
     rule = config.cos_rule
@@ -585,29 +590,41 @@ def _run_length1(base: BasePass):
             exit_rows[-1] = _exit_row(k - 1, int(idx_v.numel()), int(idx_v.numel()), prev_layers,
                                       float(ce_v.double().sum()), int(ok_v.sum()))
             return stage_sums, exit_rows, extra
-        emit.stage(k, f"LLM {k}: {config.stage_layers}-layer add-on on {n_hard} tokens as length-1 sequences",
-                   epochs=config.epochs)
+        replayed = k <= len(sums_done)
         addon = _new_addon(lm, config, k, device)
         llama, head = addon.model, addon.lm_head
-        # Eager forward for validation; the training steps (CUDA-graphed on GPU) may use the compiled one.
-        fwd = length1_forward(addon)
-        step_fwd = length1_forward(addon, compiled=config.compile)
         x_hard, y_hard = x_t[hard_t], y_t[hard_t]
         opt = _optim(config, k)
-        res = train_tokens(
-            addon, fwd, step_forward=step_fwd, x_train=x_hard, y_train=y_hard, x_val=x_v[hard_v], y_val=y_v[hard_v],
-            optim=opt, epochs=config.epochs, patience=config.patience, batch_size=config.batch_size,
-            restore_best=False, seed=config.seed + k, autocast=amp, on_epoch=_epoch_hook(emit, k, config.epochs),
-        )
+        if replayed:
+            addon.load_state_dict(addons_done[k])
+            emit.log(f"stage {k}: finished before the resume point, replayed from the checkpoint (not trained)")
+        else:
+            emit.stage(k, f"LLM {k}: {config.stage_layers}-layer add-on on {n_hard} tokens as length-1 sequences",
+                       epochs=config.epochs)
+            # Eager forward for validation; the training steps (CUDA-graphed on GPU) may use the compiled one.
+            fwd = length1_forward(addon)
+            step_fwd = length1_forward(addon, compiled=config.compile)
+            res = train_tokens(
+                addon, fwd, step_forward=step_fwd, x_train=x_hard, y_train=y_hard, x_val=x_v[hard_v], y_val=y_v[hard_v],
+                optim=opt, epochs=config.epochs, patience=config.patience, batch_size=config.batch_size,
+                restore_best=False, seed=config.seed + k, autocast=amp, on_epoch=_epoch_hook(emit, k, config.epochs),
+            )
+            emit.log(f"stage {k}: training steps ran as {res.step_mode}; {res.train_tokens_per_s:,.0f} train tokens/s")
         addon.eval()
-        emit.log(f"stage {k}: training steps ran as {res.step_mode}; {res.train_tokens_per_s:,.0f} train tokens/s")
         params = count_params(addon)
         cumulative += params
-        s = _stage_summary(res, k=k, tau=tau, n_hard=n_hard, n_vhard=n_vhard, params=params, lr=opt.lr,
-                           n_in=int(c_t.numel()), config=config, n_val_in=int(c_v.numel()), val_threshold=tau_v,
-                           cumulative_params=float(cumulative))
-        emit.summary(s, stage=k)
+        if replayed:
+            s = sums_done[k - 1]
+        else:
+            s = _stage_summary(res, k=k, tau=tau, n_hard=n_hard, n_vhard=n_vhard, params=params, lr=opt.lr,
+                               n_in=int(c_t.numel()), config=config, n_val_in=int(c_v.numel()), val_threshold=tau_v,
+                               cumulative_params=float(cumulative))
+            emit.summary(s, stage=k)
         stage_sums.append(s)
+        if checkpoints.enabled and not replayed:
+            addons_done[k] = {name: t.detach().cpu() for name, t in addon.state_dict().items()}
+            checkpoints.save({"addons": addons_done, "stage_sums": stage_sums}, stage=k, epoch=int(s["stopped_epoch"]),
+                             stage_done=True, score=s["best_val_ppl"])
         # Hand-off (length-1): the stage's final-normed outputs on its hard tokens; next cos = cos(input, output).
         with torch.inference_mode():
             outs_t, cos_t2 = [], []
