@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from core.registry import open_database, store
 from core.registry.models import SCHEMA_VERSION
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import subprocess_env
 from tests.pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
 
 
