@@ -136,7 +136,9 @@ def handle_run_end(db: Database, run_id: int, policy: EndPolicy = EndPolicy(), *
     allowed = run.max_retries if run.max_retries is not None else policy.retries
     if verdict.retry:
         used = retries_used(db, run_id)
-        if used < allowed and attempt_store.requeue(db, run_id, by="retry-policy") is not None:
+        if used < allowed:
+            if attempt_store.requeue(db, run_id, by="retry-policy") is None:
+                return "not-ended"  # another scheduler (or a user's resume) requeued it first
             store.add_log(db, run_id, f"{verdict.reason}: retry {used + 1} of {allowed}, attempt {run.attempt + 1} "
                                       "continues from the newest checkpoint", source="scheduler")
             return "retried"
