@@ -175,3 +175,21 @@ def test_hrm_run_records_retries_and_hooks_and_refuses_bad_ones_without_writing(
     assert plain.exit_code == 0
     newest = store.list_runs(open_database(db_path))[0]
     assert (newest.max_retries, newest.on_finish, newest.webhook) == (None, None, None), "the scheduler's defaults apply"
+
+
+def test_handle_run_end_retries_within_budget_then_notifies_exactly_once(db, webhook_server):
+    from core import api
+    from core.registry import RunStatus, store
+    from core.resume import EndPolicy, handle_run_end
+
+    url, bodies = webhook_server
+    run = api.submit(db, "smoke", {"epochs": 1})
+    policy = EndPolicy(retries=1, webhook=url)
+    store.finish_run(db, run.id, RunStatus.LOST, error="worker pid 9 was gone when the scheduler restarted")
+    assert handle_run_end(db, run.id, policy) == "retried"
+    assert handle_run_end(db, run.id, policy) == "not-ended", "queued again: nothing to do"
+    store.finish_run(db, run.id, RunStatus.LOST, error="no worker heartbeat for 61 s")
+    assert handle_run_end(db, run.id, policy) == "notified"  # the one retry is spent
+    assert handle_run_end(db, run.id, policy) == "already-notified"
+    assert [(b["run_id"], b["status"], b["attempt"]) for b in bodies] == [(run.id, "lost", 2)]
+    assert any("no retry left (1 of 1 used)" in line["message"] for line in store.logs(db, run.id))
