@@ -15,7 +15,7 @@ from core import api
 from core.registry import open_database, store
 from tests.conftest import run_scheduler_once, subprocess_env, wait_for
 from tests.pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
-from tests.slurm_fixture import slurm_partition  # noqa: F401  (fixture)
+from tests.slurm_fixture import SLURM_DIR, slurm_partition  # noqa: F401  (fixture)
 
 
 def hrm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -23,11 +23,11 @@ def hrm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           env=subprocess_env(), timeout=timeout)
 
 
-def slurm_scheduler(url: str, partition: str, *extra: str) -> subprocess.Popen:
+def slurm_scheduler(url: str, partition: str, *extra: str, stderr=subprocess.PIPE) -> subprocess.Popen:
     """``hrm scheduler --executor slurm`` in the background, as a user starts it."""
     return subprocess.Popen([sys.executable, "-m", "hrm_tui", "--db", url, "scheduler", "--executor", "slurm",
                              "--partition", partition, "--stale-after", "30", *extra],
-                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=stderr, text=True,
                             start_new_session=True)
 
 
@@ -39,7 +39,7 @@ def stop(proc: subprocess.Popen) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-    return proc.stderr.read()
+    return proc.stderr.read() if proc.stderr else ""
 
 
 def job_state(job_id: str) -> str:
@@ -201,6 +201,31 @@ def test_a_restarted_scheduler_adopts_the_slurm_job_it_left_running(slurm_partit
     assert final.status == "completed" and final.external_id == job, (final.error, second.stderr)
     assert any("adopted by scheduler 'login1'" in line["message"] for line in store.logs(db, run.id))
     assert len({r["epoch"] for r in store.metrics(db, run.id, kind="epoch")}) == 40
+    db.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_runs_wait_in_the_queue_while_slurms_controller_is_down(slurm_partition, tmp_path):  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = open_database(url, create=True)
+    run = api.submit(db, "smoke", {"epochs": 2, "layers": 2})
+    subprocess.run(["bash", str(SLURM_DIR / "stop_slurm.sh"), "slurmctld"], check=True, capture_output=True, timeout=60)
+    scheduler = None
+    try:
+        log = tmp_path / "scheduler.log"
+        scheduler = slurm_scheduler(url, slurm_partition, stderr=log.open("w"))
+        wait_for(lambda: "back in the queue" in log.read_text(), timeout=60)
+        assert store.get_run(db, run.id).status == "queued", "a controller outage fails no run"
+    finally:
+        up = subprocess.run(["bash", str(SLURM_DIR / "start_slurm.sh")], capture_output=True, text=True, timeout=180)
+        assert up.returncode == 0, up.stderr
+    try:
+        wait_for(lambda: store.get_run(db, run.id).external_state == "COMPLETED", timeout=90)
+    finally:
+        stop(scheduler)
+    final = store.get_run(db, run.id)
+    assert final.status == "completed" and final.external_state == "COMPLETED", (final.error, log.read_text())
     db.dispose()
 
 

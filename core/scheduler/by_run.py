@@ -35,6 +35,9 @@ class ExecutorByRun(Executor):
             self._engines[name] = factory()
         return self._engines[name]
 
+    def accepting(self) -> bool:
+        return self.default.accepting()
+
     def _of(self, handle: WorkerHandle) -> Executor:
         return self._owner.get(handle.run_id, self.default)
 

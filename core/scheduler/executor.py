@@ -19,10 +19,19 @@ from core.scheduler.process import WorkerHandle, is_worker_of, pid_alive
 from core.scheduler.spawn import spawn
 
 
+class LaunchDeferred(OSError):
+    """Raised by :meth:`Executor.launch` when the engine cannot take the run now (a Slurm controller
+    that does not answer): the scheduler puts the run back in the queue instead of failing it."""
+
+
 class Executor(ABC):
     """Starts, watches and stops workers for one scheduler."""
 
     name = "abstract"
+
+    def accepting(self) -> bool:
+        """False while the engine cannot take runs (after a :class:`LaunchDeferred`): nothing is claimed."""
+        return True
 
     @abstractmethod
     def launch(self, run, slot: str) -> WorkerHandle:

@@ -31,7 +31,7 @@ from core.registry.emitter import SPOOL_NAME, replay_spool
 from core.registry.outage import Backoff, first_line, is_transient
 from core.registry.output import ship_file
 from core.scheduler.by_run import default_executor
-from core.scheduler.executor import Executor
+from core.scheduler.executor import Executor, LaunchDeferred
 from core.scheduler.process import WorkerHandle, signal_name
 
 log = logging.getLogger("hrm.scheduler")
@@ -419,13 +419,17 @@ class Scheduler:
     def launch_ready(self) -> None:
         while len(self.workers) < self.slots.max_parallel:
             slot = self._free_slot()
-            if slot is None or not store.has_claimable(self.db, name=self.name):
+            if slot is None or not self.executor.accepting() or not store.has_claimable(self.db, name=self.name):
                 return
             run = store.claim_next(self.db, host=self.host, gpu=slot, lease=self.lease, stale_after=self.lease_after)
             if run is None:
                 return
             try:
                 handle = self.executor.launch(run, slot)
+            except LaunchDeferred as exc:
+                leases.requeue(self.db, run.id)
+                log.warning("run %s back in the queue: %s", run.id, exc)
+                return
             except OSError as exc:
                 error = f"could not start the worker: {exc}"
                 store.finish_run(self.db, run.id, RunStatus.FAILED, error=error)

@@ -22,6 +22,7 @@ reachable from the nodes: PostgreSQL on a cluster, SQLite only when the "cluster
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -40,9 +41,11 @@ from core.paths import run_dir, runs_root, worker_log
 from core.registry import RunStatus, store
 from core.registry.db import sqlite_path
 from core.registry.store import RUN
-from core.scheduler.executor import Executor
+from core.scheduler.executor import Executor, LaunchDeferred
 from core.scheduler.process import WorkerHandle
 from core.scheduler.spawn import DB_URL_ENV, child_env, module_argv
+
+log = logging.getLogger("hrm.scheduler.slurm")
 
 ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
                            "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED",
@@ -53,6 +56,11 @@ LOST_STATES = {"TIMEOUT": "hit its time limit", "NODE_FAIL": "ended by a node fa
                "DEADLINE": "missed its deadline (DEADLINE)"}
 """Endings that say nothing about the experiment: the run is ``lost`` (``--retries`` resumes it)."""
 _SLURM_TIMEOUT_S = 30.0
+_UNREACHABLE = re.compile(r"Unable to contact slurm controller|Socket timed out|Connection refused|"
+                          r"Slurm backup controller in standby|Zero Bytes were transmitted", re.IGNORECASE)
+"""sbatch/scontrol errors that mean slurmctld is away for now (not that the job is wrong)."""
+DOWN_BACKOFF_S = 15.0
+"""After slurmctld did not answer, no job is submitted for this long (runs stay queued)."""
 
 
 class SlurmError(OSError):
@@ -233,11 +241,13 @@ class SlurmExecutor(Executor):
         self.env = dict(env or {})
         self.refresh = refresh
         self.settle_grace = settle_grace
-        self._jobs: dict[str, SlurmJob] = {}
+        self._jobs: dict[str, SlurmJob] | None = {}
         self._read_at = 0.0
         self._ended_seen: dict[str, float] = {}
         self._states: dict[str, str] = {}
         self._done: dict[str, int] = {}
+        self._down_until = 0.0
+        self._complained = 0.0
 
     # --- submit -------------------------------------------------------------------------------
     def _submitit(self, folder):
@@ -272,6 +282,10 @@ class SlurmExecutor(Executor):
             try:
                 job = executor.submit(become_worker, run.id, str(log_path))
             except Exception as exc:  # noqa: BLE001 - submitit raises plain exceptions for sbatch errors
+                if _UNREACHABLE.search(str(exc)):
+                    self._down_until = time.monotonic() + DOWN_BACKOFF_S
+                    raise LaunchDeferred(f"Slurm's controller did not answer ({_first_line(exc)}); "
+                                         f"submitting again in {DOWN_BACKOFF_S:.0f} s") from None
                 raise SlurmError(f"sbatch refused the job: {_first_line(exc)}") from None
             finally:
                 os.environ.clear()
@@ -284,12 +298,24 @@ class SlurmExecutor(Executor):
         self._read_at = 0.0  # see the new job at the next poll
         return WorkerHandle(run_id=run.id, pid=0, slot=slot, log_path=log_path, external_id=job_id)
 
+    def accepting(self) -> bool:
+        return time.monotonic() >= self._down_until
+
     # --- watch --------------------------------------------------------------------------------
     def _job(self, job_id: str) -> SlurmJob | None:
+        """The job as last read (one ``scontrol`` a ``refresh``); raises SlurmError while Slurm does not answer."""
         now = time.monotonic()
         if now - self._read_at >= self.refresh:
-            self._jobs = query_jobs()
             self._read_at = now
+            try:
+                self._jobs = query_jobs()
+            except SlurmError as exc:
+                self._jobs = None
+                if now - self._complained > 60:
+                    self._complained = now
+                    log.warning("Slurm does not answer (%s): jobs are taken as still running", exc)
+        if self._jobs is None:
+            raise SlurmError("scontrol did not answer")
         return self._jobs.get(job_id)
 
     def poll(self, handle: WorkerHandle) -> int | None:
@@ -297,7 +323,10 @@ class SlurmExecutor(Executor):
         job_id = handle.external_id
         if job_id in self._done:
             return self._done[job_id]
-        job = self._job(job_id)
+        try:
+            job = self._job(job_id)
+        except SlurmError:
+            return None  # slurmctld away: nothing can be concluded, the job keeps its last state
         if job is not None and not job.ended:
             if self._states.get(job_id) != job.state:  # a write only when the state changes
                 self._record(handle.run_id, external_state=job.state)
@@ -376,7 +405,11 @@ class SlurmExecutor(Executor):
         if getattr(run, "executor", None) != self.name or not job_id:
             return None
         self._read_at = 0.0
-        if self._job(job_id) is None:
+        try:
+            known = self._job(job_id) is not None
+        except SlurmError:
+            known = True  # slurmctld away: keep watching the job rather than call it gone
+        if not known:
             return None
         return WorkerHandle(run_id=run.id, pid=run.pid or 0, slot=run.gpu or "cpu",
                             log_path=worker_log(self.db, run.id), external_id=job_id)
