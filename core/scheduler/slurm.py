@@ -248,6 +248,8 @@ class SlurmExecutor(Executor):
         self._done: dict[str, int] = {}
         self._down_until = 0.0
         self._complained = 0.0
+        self._undelivered: dict[str, tuple[str | None, float]] = {}
+        """Signals (None: a plain scancel) that Slurm did not take, and when to try again."""
 
     # --- submit -------------------------------------------------------------------------------
     def _submitit(self, folder):
@@ -328,6 +330,8 @@ class SlurmExecutor(Executor):
         except SlurmError:
             return None  # slurmctld away: nothing can be concluded, the job keeps its last state
         if job is not None and not job.ended:
+            if job_id in self._undelivered and time.monotonic() >= self._undelivered[job_id][1]:
+                self._deliver(job_id, self._undelivered[job_id][0])
             if self._states.get(job_id) != job.state:  # a write only when the state changes
                 self._record(handle.run_id, external_state=job.state)
                 self._states[job_id] = job.state
@@ -384,20 +388,25 @@ class SlurmExecutor(Executor):
 
     # --- stop ---------------------------------------------------------------------------------
     def signal(self, handle: WorkerHandle, sig: int) -> None:
-        if sig == signal.SIGKILL:
-            scancel(handle.external_id, sig="KILL")
-            scancel(handle.external_id)
-        else:
-            scancel(handle.external_id, sig=signal.Signals(sig).name.removeprefix("SIG"))
-        self._read_at = 0.0
+        """``scancel --signal``; SIGKILL also ends the job. Retried at the next polls while Slurm does not answer."""
+        self._deliver(handle.external_id, "KILL" if sig == signal.SIGKILL else signal.Signals(sig).name[3:])
 
     def cancel(self, handle: WorkerHandle, *, force: bool = False) -> None:
         """``scancel`` (Slurm sends SIGTERM, the worker records ``cancelled``), or SIGKILL with ``force``."""
-        if force:
-            self.signal(handle, signal.SIGKILL)
-        else:
-            scancel(handle.external_id)
-            self._read_at = 0.0
+        self._deliver(handle.external_id, "KILL" if force else None)
+
+    def _deliver(self, job_id: str, sig: str | None) -> None:
+        self._read_at = 0.0
+        try:
+            if sig is not None:
+                scancel(job_id, sig=sig)
+            if sig in (None, "KILL"):
+                scancel(job_id)
+        except SlurmError as exc:  # slurmctld away: a scheduler must not die of it; poll() tries again
+            log.warning("Slurm job %s: %s (trying again)", job_id, exc)
+            self._undelivered[job_id] = (sig, time.monotonic() + 2.0)
+            return
+        self._undelivered.pop(job_id, None)
 
     def adopt(self, run) -> WorkerHandle | None:
         """The job of a run this scheduler's name submitted before a restart, while Slurm still knows it."""
