@@ -165,6 +165,71 @@ def ensure_scheduler(db: Database) -> int | None:
     return start_background_scheduler(db)
 
 
+@dataclass(frozen=True)
+class SchedulerPlan:
+    """Where a foreground scheduler runs workers (``hrm scheduler``), checked before the registry opens."""
+
+    slots: Any
+    executor: str = "local"
+    slurm: Any = None
+
+    def describe(self) -> str:
+        if self.executor == "slurm":
+            return f"Slurm (up to {self.slots.max_parallel} jobs)"
+        return self.slots.describe()
+
+
+def plan_scheduler(*, gpus: str | None = None, pack: int = 1, max_parallel: int | None = None,
+                   executor: str = "local", partition: str | None = None, gres: str | None = None,
+                   time_limit: str | None = None, cpus_per_task: int | None = None,
+                   mem: str | None = None) -> SchedulerPlan:
+    """Slots and executor from the scheduler's options; UserError(2) for contradictions, (1) without Slurm."""
+    from core.scheduler import Slots
+
+    slurm_flags = [flag for flag, value in (("--partition", partition), ("--gres", gres), ("--time", time_limit),
+                                            ("--cpus-per-task", cpus_per_task), ("--mem", mem)) if value is not None]
+    if executor not in ("local", "slurm"):
+        raise UserError(f"--executor {executor!r}: expected local or slurm", 2)
+    if executor == "local":
+        if slurm_flags:
+            raise UserError(f"{slurm_flags[0]} is a Slurm option: add --executor slurm", 2)
+        return SchedulerPlan(Slots.from_options(gpus, pack=pack, max_parallel=max_parallel))
+    if gpus or pack != 1:
+        raise UserError("--gpus and --pack are for local workers: with --executor slurm ask Slurm with --gres", 2)
+    from core.scheduler.slurm import slurm_available, slurm_options
+
+    try:
+        options = slurm_options(partition=partition, gres=gres, time_limit=time_limit, cpus_per_task=cpus_per_task,
+                                mem=mem)
+    except ValueError as exc:
+        raise UserError(str(exc), 2) from None
+    if (problem := slurm_available()) is not None:
+        raise UserError(f"--executor slurm: {problem}", 1)
+    slots = Slots.from_options("", max_parallel=max_parallel or 16)  # Slurm places the jobs: this bounds how many
+    return SchedulerPlan(slots, "slurm", options)
+
+
+def run_scheduler(db: Database, plan: SchedulerPlan, *, name: str | None = None, stale_after: float = 60.0,
+                  once: bool = False, idle_exit: float | None = None, retries: int = 0, on_finish: str | None = None,
+                  webhook: str | None = None) -> None:
+    """Run a scheduler in this process until it stops; UserError(1) when one of that name is alive."""
+    from core.resume import EndPolicy
+    from core.scheduler import Scheduler, SchedulerAlreadyRunning
+
+    engine = None
+    if plan.executor == "slurm":
+        from core.scheduler.by_run import slurm_first
+
+        beat = max(0.2, min(5.0, stale_after / 6))
+        engine = slurm_first(db, plan.slurm, env={"HRM_HEARTBEAT_INTERVAL": f"{beat:g}"})
+    policy = EndPolicy(retries=retries, on_finish=on_finish, webhook=webhook)
+    try:
+        Scheduler(db, plan.slots, name=name, stale_after=stale_after, once=once, idle_exit=idle_exit,
+                  end_policy=policy, executor=engine).run()
+    except SchedulerAlreadyRunning as exc:
+        raise UserError(str(exc), 1) from None
+
+
 def worker_output_since(db: Database, run_id: int, after_id: int = 0) -> list[dict[str, Any]]:
     """Chunks of a worker's stdout/stderr shipped into the registry (readable from any host), after ``after_id``."""
     from core.registry import output

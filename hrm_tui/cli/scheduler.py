@@ -39,47 +39,16 @@ def scheduler(
     import logging
 
     from core import api
-    from core.scheduler import Scheduler, SchedulerAlreadyRunning, Slots
 
     api.check_run_policy(on_finish=on_finish, webhook=webhook)
     if name is not None and not name.strip():
         raise api.UserError("--name: a scheduler name cannot be empty", 2)
-    slurm_flags = [flag for flag, value in (("--partition", partition), ("--gres", gres), ("--time", time_limit),
-                                            ("--cpus-per-task", cpus_per_task), ("--mem", mem)) if value is not None]
-    if executor not in ("local", "slurm"):
-        raise api.UserError(f"--executor {executor!r}: expected local or slurm", 2)
-    if executor == "local" and slurm_flags:
-        raise api.UserError(f"{slurm_flags[0]} is a Slurm option: add --executor slurm", 2)
-    if executor == "slurm":
-        if gpus or pack != 1:
-            raise api.UserError("--gpus and --pack are for local workers: with --executor slurm ask Slurm with --gres", 2)
-        from core.scheduler.slurm import SlurmExecutor, slurm_available, slurm_options
-
-        try:
-            options = slurm_options(partition=partition, gres=gres, time_limit=time_limit,
-                                    cpus_per_task=cpus_per_task, mem=mem)
-        except ValueError as exc:
-            raise api.UserError(str(exc), 2) from None
-        if (problem := slurm_available()) is not None:
-            raise api.UserError(f"--executor slurm: {problem}", 1)
-        slots = Slots.from_options("", max_parallel=max_parallel or 16)  # Slurm places the jobs: this bounds how many
-    else:
-        slots = Slots.from_options(gpus, pack=pack, max_parallel=max_parallel)
+    plan = api.plan_scheduler(gpus=gpus, pack=pack, max_parallel=max_parallel, executor=executor, partition=partition,
+                              gres=gres, time_limit=time_limit, cpus_per_task=cpus_per_task, mem=mem)
     database = registry(ctx, db, create=True)
-    engine = None
-    if executor == "slurm":
-        beat = max(0.2, min(5.0, stale_after / 6))
-        engine = SlurmExecutor(database, options, env={"HRM_HEARTBEAT_INTERVAL": f"{beat:g}"})
     shown = getattr(database, "safe_url", None) or "the registry"
-    where = f"Slurm (up to {slots.max_parallel} jobs)" if executor == "slurm" else slots.describe()
-    err_console().print(f"scheduler {name or api.local_scheduler_name()!r} on {where} for {shown} "
+    err_console().print(f"scheduler {name or api.local_scheduler_name()!r} on {plan.describe()} for {shown} "
                         "(Ctrl-C stops; running workers continue)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        from core.resume import EndPolicy
-
-        policy = EndPolicy(retries=retries, on_finish=on_finish, webhook=webhook)
-        Scheduler(database, slots, name=name, stale_after=stale_after, once=once, idle_exit=idle_exit,
-                  end_policy=policy, executor=engine).run()
-    except SchedulerAlreadyRunning as exc:
-        raise api.UserError(str(exc), 1) from None
+    api.run_scheduler(database, plan, name=name, stale_after=stale_after, once=once, idle_exit=idle_exit,
+                      retries=retries, on_finish=on_finish, webhook=webhook)
