@@ -206,6 +206,35 @@ def test_a_restarted_scheduler_adopts_the_slurm_job_it_left_running(slurm_partit
 
 @pytest.mark.slow
 @pytest.mark.slurm
+def test_a_node_failure_is_lost_and_resumed_by_retries(slurm_partition, tmp_path):  # noqa: F811
+    from core.registry import attempts
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = open_database(url, create=True)
+    run = api.submit(db, "smoke", {"epochs": 30, "layers": 2, "sleep": 0.2})
+    scheduler = slurm_scheduler(url, slurm_partition, "--retries", "1")
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    try:
+        wait_for(lambda: running_with_epochs(db, run.id), timeout=90)
+        first_job = store.get_run(db, run.id).external_id
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=hrm-test"], check=True)
+        wait_for(lambda: store.get_run(db, run.id).attempt == 2, timeout=60)
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
+    try:
+        wait_for(lambda: store.get_run(db, run.id).external_state == "COMPLETED", timeout=120)
+    finally:
+        errors = stop(scheduler)
+    final = store.get_run(db, run.id)
+    assert final.status == "completed" and final.external_id != first_job, (final.error, errors)
+    ended = attempts.attempts(db, run.id)[0]
+    assert ended["status"] == "lost" and "node failure (NODE_FAIL)" in ended["error"] and first_job in ended["error"]
+    assert sorted({r["epoch"] for r in store.metrics(db, run.id, kind="epoch")}) == list(range(1, 31))
+    db.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
 def test_runs_wait_in_the_queue_while_slurms_controller_is_down(slurm_partition, tmp_path):  # noqa: F811
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     db = open_database(url, create=True)

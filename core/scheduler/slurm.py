@@ -261,8 +261,9 @@ class SlurmExecutor(Executor):
         for key in ("partition", "gres", "cpus_per_task", "mem", "account", "qos"):
             if getattr(opts, key) is not None:
                 params[key] = getattr(opts, key)
-        if opts.extra:
-            params["additional_parameters"] = dict(opts.extra)
+        # hrm resumes a run itself (a new attempt from its checkpoint, --retries): a job Slurm requeued on a
+        # node failure would run the same attempt twice.
+        params["additional_parameters"] = {"no_requeue": True, **dict(opts.extra)}
         executor.update_parameters(**params)
         return executor
 
