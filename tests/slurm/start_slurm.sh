@@ -6,7 +6,7 @@ set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "start_slurm.sh: must run as root" >&2; exit 2; }
 command -v slurmctld >/dev/null && command -v munged >/dev/null || { echo "start_slurm.sh: slurm-wlm/munge not installed" >&2; exit 2; }
 host=$(hostname -s)
-cpus=$(nproc)
+cpus=$(getconf _NPROCESSORS_ONLN)  # not nproc: it follows OMP_NUM_THREADS
 mem=$(awk '/MemTotal/ {print int($2/1024) - 512}' /proc/meminfo)
 conf=/etc/slurm/slurm.conf
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge
@@ -57,9 +57,16 @@ if ! running munged; then
   started="$started munged"
 fi
 stop() { pkill -x "$1" || true; for _ in $(seq 1 50); do running "$1" || return 0; sleep 0.2; done; pkill -9 -x "$1" || true; }
-if [ "$changed" = 1 ]; then stop slurmctld; stop slurmd; fi
-running slurmctld || { slurmctld; started="$started slurmctld"; }
-running slurmd || { slurmd; started="$started slurmd"; }
+restarted=""  # running daemons restarted for a new slurm.conf: not ours to stop later
+if [ "$changed" = 1 ]; then
+  for d in slurmctld slurmd; do running "$d" && { stop "$d"; restarted="$restarted $d"; }; done
+fi
+for d in slurmctld slurmd; do
+  running "$d" && continue
+  "$d"
+  case " $restarted " in *" $d "*) ;; *) started="$started $d" ;; esac
+done
+[ -n "$restarted" ] && echo "restarted for the new slurm.conf:$restarted"
 echo "started:${started:- nothing (already running)}"
 for _ in $(seq 1 60); do
   state=$(sinfo -h -n "$host" -o %T 2>/dev/null || true)
