@@ -324,7 +324,10 @@ def execute(db_url: str, run_id: int) -> int:
     except Exception as exc:  # noqa: BLE001 - any experiment error ends the run as failed
         trace = traceback.format_exc()
         print(trace, file=sys.stderr, flush=True)
-        status, error, stderr_tail, code = RunStatus.FAILED, f"{type(exc).__name__}: {exc}", trace[-4000:], EXIT_FAILED
+        from core.extras import missing_extra
+
+        error = missing_extra(exc) or f"{type(exc).__name__}: {exc}"  # a missing extra: which one to install
+        status, error, stderr_tail, code = RunStatus.FAILED, error, trace[-4000:], EXIT_FAILED
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     background.finishing = True
     try:

@@ -177,6 +177,11 @@ def _user_error_code(exc: BaseException) -> Optional[int]:
         cls = getattr(sys.modules.get(module_name), "RegistryError", None)
         if cls is not None and isinstance(exc, cls):
             return 1
+    if isinstance(exc, ModuleNotFoundError):
+        from core.extras import missing_extra
+
+        if missing_extra(exc):
+            return 1
     return None
 
 
@@ -222,6 +227,10 @@ class OneLineErrors(LazyCommands):
             code = _user_error_code(exc)
             if code is None:
                 raise
+            if isinstance(exc, ModuleNotFoundError):  # an optional extra: say which one to install
+                from core.extras import missing_extra
+
+                exc = missing_extra(exc)
             print(f"error: {one_line(str(exc))}", file=sys.stderr)
         if not standalone_mode:
             return code
