@@ -6,9 +6,14 @@ Layout (one module per topic, each a set of plain Typer command functions):
   and :data:`COMMANDS`, the table of every command;
 - :mod:`hrm_tui.cli.common`: what commands share (``DbOption``, :func:`~hrm_tui.cli.common.registry`,
   consoles, JSON output);
-- :mod:`hrm_tui.cli.run` (``hrm run <experiment>``), :mod:`hrm_tui.cli.runs` (ls, show, logs, cancel,
-  retry, delete), :mod:`hrm_tui.cli.catalog` (experiments), :mod:`hrm_tui.cli.scheduler`,
-  :mod:`hrm_tui.cli.compare` (compare, reproduce, report, sweep), :mod:`hrm_tui.cli.dashboard` (tui).
+- :mod:`hrm_tui.cli.run` (``hrm run <experiment>``), :mod:`hrm_tui.cli.follow` (``--follow``, follow),
+  :mod:`hrm_tui.cli.runs` (ls, show, logs, cancel, retry, delete), :mod:`hrm_tui.cli.catalog`
+  (experiments, served from :mod:`~hrm_tui.cli.catalog_cache`), :mod:`hrm_tui.cli.scheduler`,
+  :mod:`hrm_tui.cli.compare` (compare, reproduce, report, sweep), :mod:`hrm_tui.cli.dashboard` (tui);
+  other helpers' topics sit beside them (execute, doctor, resume, annotate, ...);
+- start-up helpers: :mod:`~hrm_tui.cli.coercion` (plain options parsed without pydantic) and
+  :mod:`~hrm_tui.cli.helpfmt` (Rich help without its Markdown/Traceback imports);
+  ``benchmarks/bench_cli.py`` measures the result.
 
 Commands are registered lazily so that ``hrm ls --json`` starts fast: importing this package imports
 Typer and nothing else; a command's module is imported only when that command runs (or its own
@@ -24,6 +29,9 @@ Adding a command (other helpers: do exactly this):
 
 Command modules leave out ``from __future__ import annotations``: Typer reads a command's signature
 at start-up, and string annotations cost a ``compile`` each (a third of ``hrm ls --json``).
+
+Numbers that end in the registry take ``min=``/``max=`` (``common.MAX_ID``), an ``--out`` goes through
+``compare.out_path``/``write_file``: bad input is one line, never a traceback (``tests/test_cli_fuzz.py``).
 
 Open the registry with ``common.registry(ctx, db)`` (explicit ``--db`` of the command, then the root's
 ``--db``, then ``$HRM_DB``, then ``./runs.db``). Root state lives in ``ctx.obj`` (a
