@@ -1,6 +1,7 @@
 """The Slurm executor against a real one-node Slurm: ``hrm scheduler --executor slurm`` submitting real
 hrm workers through submitit, and each way a job can end (completed, cancelled by the user, cancelled
-by Slurm from outside hrm, killed at its time limit). Skipped unless root with slurm-wlm and munge."""
+by Slurm from outside hrm, killed at its time limit, a node failure, a preemption by a higher-priority
+partition), a scheduler restart and a controller outage. Skipped unless root with slurm-wlm and munge."""
 
 from __future__ import annotations
 
@@ -230,6 +231,28 @@ def test_a_node_failure_is_lost_and_resumed_by_retries(slurm_partition, tmp_path
     ended = attempts.attempts(db, run.id)[0]
     assert ended["status"] == "lost" and "node failure (NODE_FAIL)" in ended["error"] and first_job in ended["error"]
     assert sorted({r["epoch"] for r in store.metrics(db, run.id, kind="epoch")}) == list(range(1, 31))
+    db.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_preempted_job_is_lost_with_its_rows_kept(slurm_partition, tmp_path):  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = open_database(url, create=True)
+    run = api.submit(db, "smoke", {"epochs": 400, "layers": 2, "sleep": 0.3})
+    scheduler = slurm_scheduler(url, slurm_partition)
+    try:
+        wait_for(lambda: running_with_epochs(db, run.id), timeout=90)
+        # A job of a higher-priority partition needs the whole node: Slurm preempts (cancels) ours.
+        urgent = subprocess.run(["sbatch", "--parsable", "--partition", "urgent", "--exclusive", "--time", "1",
+                                 "--wrap", "sleep 1"], capture_output=True, text=True, check=True).stdout.strip()
+        wait_for(lambda: store.get_run(db, run.id).status == "lost", timeout=60)
+    finally:
+        errors = stop(scheduler)
+    final = store.get_run(db, run.id)
+    assert final.external_state == "PREEMPTED" and "was preempted by Slurm" in final.error, (final.error, errors)
+    assert final.cancel_requested is False and urgent
+    assert len({r["epoch"] for r in store.metrics(db, run.id, kind="epoch")}) >= 2
     db.dispose()
 
 

@@ -46,7 +46,11 @@ SlurmctldTimeout=30
 SlurmdTimeout=30
 MessageTimeout=10
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+PreemptType=preempt/partition_prio
+PreemptMode=CANCEL
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4 PriorityTier=1
+# A job in 'urgent' preempts (cancels) the jobs of 'debug' it needs the CPUs of: the preemption test.
+PartitionName=urgent Nodes=$host Default=NO MaxTime=INFINITE State=UP OverSubscribe=NO PriorityTier=10
 CONF
 if ! cmp -s "$conf.new" "$conf"; then mv "$conf.new" "$conf"; changed=1; else rm -f "$conf.new"; changed=0; fi
 rm -f /etc/slurm/cgroup.conf  # autodetect; slurm 22.05 has no 'disabled'
