@@ -258,6 +258,38 @@ def test_a_preempted_job_is_lost_with_its_rows_kept(slurm_partition, tmp_path): 
 
 @pytest.mark.slow
 @pytest.mark.slurm
+def test_a_requeued_run_never_runs_twice_when_its_old_job_still_waits(slurm_partition, tmp_path):  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = open_database(url, create=True)
+    run = api.submit(db, "smoke", {"epochs": 3, "layers": 2})
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=hrm-test"], check=True)
+    try:  # the job waits (the node is drained); its scheduler dies; another takes the run over
+        first = slurm_scheduler(url, slurm_partition, "--name", "a")
+        wait_for(lambda: store.get_run(db, run.id).external_state == "PENDING", timeout=60)
+        old_job = store.get_run(db, run.id).external_id
+        first.kill()
+        first.wait(10)
+        second = slurm_scheduler(url, slurm_partition, "--name", "b", "--stale-after", "5")
+        wait_for(lambda: store.get_run(db, run.id).external_id not in (None, old_job), timeout=60)
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
+    try:
+        wait_for(lambda: store.get_run(db, run.id).external_state == "COMPLETED", timeout=90)
+    finally:
+        stop(second)
+    final = store.get_run(db, run.id)
+    assert final.status == "completed" and final.scheduler_name == "b", final.error
+    assert job_state(old_job) in ("CANCELLED", "GONE")
+    assert f"cancelled Slurm job {old_job}, left waiting by an earlier claim of this run" in [
+        line["message"] for line in store.logs(db, run.id)]
+    rows = [(r["epoch"], r["key"]) for r in store.metrics(db, run.id, kind="epoch")]
+    assert len(rows) == len(set(rows)), "one worker: no epoch twice"
+    db.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
 def test_runs_wait_in_the_queue_while_slurms_controller_is_down(slurm_partition, tmp_path):  # noqa: F811
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     db = open_database(url, create=True)

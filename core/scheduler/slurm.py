@@ -269,6 +269,7 @@ class SlurmExecutor(Executor):
 
     def launch(self, run, slot: str) -> WorkerHandle:
         """``sbatch`` the run's worker; raises :class:`SlurmError` (an OSError) when Slurm refuses it."""
+        self._cancel_leftover(run)
         folder = run_dir(self.db, run.id) / "slurm"
         folder.mkdir(parents=True, exist_ok=True)
         log_path = worker_log(self.db, run.id)
@@ -300,6 +301,22 @@ class SlurmExecutor(Executor):
                       source="scheduler")
         self._read_at = 0.0  # see the new job at the next poll
         return WorkerHandle(run_id=run.id, pid=0, slot=slot, log_path=log_path, external_id=job_id)
+
+    def _cancel_leftover(self, run) -> None:
+        """A run requeued while its earlier job still waited in Slurm (its scheduler died): that job must not
+        start a second worker for the run, so it is cancelled before the new one is submitted."""
+        old = getattr(run, "external_id", None)
+        if getattr(run, "executor", None) != self.name or not old:
+            return
+        self._read_at = 0.0
+        try:
+            job = self._job(old)
+        except SlurmError:
+            return
+        if job is not None and not job.ended:
+            scancel(old)
+            store.add_log(self.db, run.id, f"cancelled Slurm job {old}, left waiting by an earlier claim of this run",
+                          source="scheduler")
 
     def accepting(self) -> bool:
         return time.monotonic() >= self._down_until
