@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,21 +280,15 @@ class SlurmExecutor(Executor):
         job_env.pop("CUDA_VISIBLE_DEVICES", None)  # Slurm sets it from --gres
         if sqlite_path(self.db.url) is None:  # the run folders' base, whatever the job's working folder
             job_env.setdefault("HRM_HOME", str(runs_root(self.db).parent))
-        with _ENVIRON_LOCK:  # sbatch exports the submitting environment: the URL goes in there only
-            saved = dict(os.environ)
-            os.environ.clear()
-            os.environ.update(job_env)
-            try:
+        try:
+            with _exported(job_env):  # sbatch exports the submitting environment: the URL goes in there only
                 job = executor.submit(become_worker, run.id, str(log_path))
-            except Exception as exc:  # noqa: BLE001 - submitit raises plain exceptions for sbatch errors
-                if _UNREACHABLE.search(str(exc)):
-                    self._down_until = time.monotonic() + DOWN_BACKOFF_S
-                    raise LaunchDeferred(f"Slurm's controller did not answer ({_first_line(exc)}); "
-                                         f"submitting again in {DOWN_BACKOFF_S:.0f} s") from None
-                raise SlurmError(f"sbatch refused the job: {_first_line(exc)}") from None
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+        except Exception as exc:  # noqa: BLE001 - submitit raises plain exceptions for sbatch errors
+            if _UNREACHABLE.search(str(exc)):
+                self._down_until = time.monotonic() + DOWN_BACKOFF_S
+                raise LaunchDeferred(f"Slurm's controller did not answer ({_first_line(exc)}); "
+                                     f"submitting again in {DOWN_BACKOFF_S:.0f} s") from None
+            raise SlurmError(f"sbatch refused the job: {_first_line(exc)}") from None
         job_id = str(job.job_id)
         self._record(run.id, executor=self.name, external_id=job_id, external_state="PENDING")
         store.add_log(self.db, run.id, f"submitted to Slurm as job {job_id}"
@@ -443,6 +438,27 @@ class SlurmExecutor(Executor):
 
 
 _ENVIRON_LOCK = threading.Lock()
+
+
+@contextmanager
+def _exported(env: Mapping[str, str]):
+    """This process's environment made ``env`` for the duration (only the names that differ change)."""
+    with _ENVIRON_LOCK:
+        saved = {name: os.environ.get(name) for name in set(os.environ) ^ set(env) | {
+            n for n in env if os.environ.get(n) != env[n]}}
+        for name in saved:
+            if name in env:
+                os.environ[name] = env[name]
+            else:
+                del os.environ[name]
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def _first_line(exc: BaseException) -> str:
