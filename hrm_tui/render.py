@@ -246,6 +246,9 @@ def run_header(record: Mapping[str, Any]) -> Panel:
                  f"finished {record['finished_at'] or '—'}  elapsed {duration(record['elapsed_s'])}")
     lines.append(f"\nhost {record['host'] or '—'}  gpu {record['gpu'] or '—'}  pid {record['pid'] or '—'}  "
                  f"progress {progress_text(record['progress'])}")
+    engine = record.get("executor")
+    if engine and engine.get("job_id"):
+        lines.append(f"\n{engine['name']} job {engine['job_id']}  state {engine['state'] or '—'}")
     if record["tags"]:
         lines.append(f"\ntags {', '.join(record['tags'])}")
     if record["error"]:

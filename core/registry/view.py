@@ -155,7 +155,15 @@ class RunView:
             "exit_code": self.exit_code,
             "retry_of": self.retry_of,
             "info": self.info,
+            "executor": self.executor_record(),
         }
+
+    def executor_record(self) -> dict[str, Any] | None:
+        """``{name, job_id, state}`` for a run on a cluster engine (Slurm), None for a local subprocess."""
+        name = self.extras.get("executor")
+        if name is None and self.extras.get("external_id") is None:
+            return None
+        return {"name": name, "job_id": self.extras.get("external_id"), "state": self.extras.get("external_state")}
 
 
 _DECLARED = frozenset(f.name for f in fields(RunView))
