@@ -5,6 +5,7 @@ partition), a scheduler restart and a controller outage. Skipped unless root wit
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -87,6 +88,10 @@ def test_a_slurm_job_completes_with_its_epoch_and_layer_rows(slurm_partition, re
     # The worker's output (its stray prints) reached the registry: readable from any host.
     shown = hrm("--db", registry_url, "logs", str(run.id))
     assert shown.returncode == 0 and "stray print" in shown.stdout, shown.stdout + shown.stderr
+    shown = hrm("--db", registry_url, "show", str(run.id))
+    assert f"slurm job {final.external_id}  state COMPLETED" in shown.stdout, shown.stdout
+    listed = json.loads(hrm("--db", registry_url, "ls", "--json").stdout)["runs"][0]
+    assert listed["executor"] == {"name": "slurm", "job_id": final.external_id, "state": "COMPLETED"}
     # The registry URL went to the job through its environment, not its command line or script.
     script = next((db_dir for db_dir in _slurm_folder(db, run.id).glob("*_submission.sh")), None)
     assert script is not None and "HRM_DB_URL" not in script.read_text() and registry_url not in script.read_text()
