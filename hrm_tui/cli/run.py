@@ -49,10 +49,14 @@ def _common_run_parameters() -> list[inspect.Parameter]:
 
 def make_run_command(name: str):
     """The ``hrm run NAME`` command function, its options generated from the experiment's config."""
-    from core.experiments import get_experiment
+    from core.fastsubmit import builtin_experiment
     from hrm_tui.options import option_parameters, plain_values, with_signature
 
-    experiment = get_experiment(name)
+    experiment = builtin_experiment(name)
+    if experiment is None:
+        from core.experiments import get_experiment
+
+        experiment = get_experiment(name)
 
     def command(ctx: typer.Context, **kwargs: Any) -> None:
         queue_from_options(ctx, name, plain_values(kwargs))
@@ -69,15 +73,21 @@ def queue_from_options(ctx: typer.Context, name: str, kwargs: dict[str, Any]) ->
 
     ``kwargs`` holds the experiment's config values and the ``hrm_*`` values of :func:`_common_run_parameters`.
     """
-    from core import api
-    from core.registry import RunStatus
-
     db_arg = db_target(ctx, kwargs.pop("hrm_db"))
     follow, wait = kwargs.pop("hrm_follow"), kwargs.pop("hrm_wait")
     tags, priority, start = kwargs.pop("hrm_tags"), kwargs.pop("hrm_priority"), kwargs.pop("hrm_start")
     policy = {"max_retries": kwargs.pop("hrm_retries"), "on_finish": kwargs.pop("hrm_on_finish"),
               "webhook": kwargs.pop("hrm_webhook")}
     host, executor = kwargs.pop("hrm_host"), kwargs.pop("hrm_executor")
+    if host is None and executor is None and not any(v is not None for v in policy.values()):
+        fast = _queue_fast(ctx, name, kwargs, db_arg, tags=tags, priority=priority, start=start,
+                           follow=follow, wait=wait)
+        if fast is not None:
+            db, run_id = fast
+            _after_queue(db, run_id, follow=follow, wait=wait)
+            return
+    from core import api
+
     api.validate_config(name, kwargs)  # before the registry is touched: bad input writes nothing
     api.check_run_policy(**policy)
     api.check_executor(executor)
@@ -90,17 +100,93 @@ def queue_from_options(ctx: typer.Context, name: str, kwargs: dict[str, Any]) ->
         sys.stdout.write(f"{run.id}\n")
         sys.stdout.flush()
     ensure_scheduler(db, start, quiet=False)
+    _after_queue(db, run.id, follow=follow, wait=wait)
+
+
+def _after_queue(db, run_id: int, *, follow: bool, wait: bool) -> None:
+    """``--wait`` (block, then the result line) or ``--follow`` (stream); exit 0 only if the run completed."""
+    if not (wait or follow):
+        return
+    from core import api
+    from core.registry import RunStatus
+
     if wait and not follow:
         from hrm_tui.cli.follow import result_line
 
-        final = api.wait(db, run.id)
-        err_console().print(result_line(api.list_records(db, ids=[run.id])[0], final.error), highlight=False)
+        final = api.wait(db, run_id)
+        err_console().print(result_line(api.list_records(db, ids=[run_id])[0], final.error), highlight=False)
         raise typer.Exit(0 if final.status == RunStatus.COMPLETED.value else 1)
-    if follow:
-        from hrm_tui.cli.follow import follow_run
+    from hrm_tui.cli.follow import follow_run
 
-        final_status = follow_run(db, run.id)
-        raise typer.Exit(0 if final_status == RunStatus.COMPLETED.value else 1)
+    final_status = follow_run(db, run_id)
+    raise typer.Exit(0 if final_status == RunStatus.COMPLETED.value else 1)
+
+
+def _queue_fast(ctx: typer.Context, name: str, values: dict[str, Any], db_arg: Optional[str], *, tags: list[str],
+                priority: int, start: bool, follow: bool, wait: bool):
+    """Queue a built-in experiment's run in a plain SQLite registry without SQLAlchemy or the catalog
+    (``core.fastsubmit``, ``core.registry.fastwrite``): the same checks, row and messages as the full
+    path, in a fraction of its start-up. Returns (registry or None, run id), or None when the full path
+    must run (another experiment, a registry to create or migrate, a server URL)."""
+    from core.fastsubmit import builtin_experiment, checked_config
+
+    experiment = builtin_experiment(name)
+    if experiment is None:
+        return None
+    from core.registry import fastwrite
+
+    fast = fastwrite.connect(db_arg)
+    if fast is None:
+        return None
+    with fast:
+        config = checked_config(experiment, values)  # before anything is written, as api.submit does
+        try:
+            row = fast.create_run(name, config.model_dump(mode="json"), tags=tags, priority=priority,
+                                  headline_key=experiment.headline)
+        except fastwrite.LockTimeout as exc:
+            from core.errors import UserError
+
+            raise UserError(str(exc), 1) from None
+        _say_queued(row["id"], name, row["variant"], wait and not follow)
+        alive = fast.scheduler_alive(fastwrite.local_scheduler_name())
+    db = None
+    if (start and not alive) or wait or follow:  # the rest needs the full registry (a scheduler to start, a wait)
+        db = registry(ctx, db_arg, create=True)
+        if not alive:
+            ensure_scheduler(db, start, quiet=False)
+    elif not alive:
+        _say(NO_SCHEDULER, "[yellow]no scheduler is running:[/yellow]")
+    return db, row["id"]
+
+
+NO_SCHEDULER = "no scheduler is running: start one with `hrm scheduler`"
+"""What ``common.ensure_scheduler`` says when none is alive and none may be started."""
+
+
+def _say(line: str, rich_prefix: str = "") -> None:
+    """One status line on stderr: through Rich on a terminal, plain text (what Rich writes there) otherwise,
+    so that a scripted ``hrm run`` does not import Rich. ``rich_prefix`` marks up the line's first words."""
+    if sys.stderr.isatty():
+        if rich_prefix:
+            from rich.markup import render
+
+            plain = render(rich_prefix).plain
+            line = rich_prefix + line.removeprefix(plain) if line.startswith(plain) else line
+        err_console().print(line, highlight=False)
+    else:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _say_queued(run_id: int, name: str, variant: str, waiting: bool) -> None:
+    """``run N queued (experiment, variant)`` on stderr; the bare id on stdout when it is not a terminal.
+
+    Plain text off a terminal (what Rich would print there), so a scripted ``hrm run`` skips Rich's import."""
+    line = f"run {run_id} queued ({name}, {variant})" + ("; waiting for it to end" if waiting else "")
+    _say(line, f"run [bold]{run_id}[/bold]")
+    if not sys.stdout.isatty():
+        sys.stdout.write(f"{run_id}\n")
+        sys.stdout.flush()
 
 
 class ExperimentCommands(PlainHelp, TyperGroup):
@@ -116,9 +202,13 @@ class ExperimentCommands(PlainHelp, TyperGroup):
     def get_command(self, ctx, cmd_name: str):
         if cmd_name in self.commands:
             return self.commands[cmd_name]
-        from core.experiments import catalog
+        from core.fastsubmit import builtin_experiment
 
-        experiment = catalog().get(cmd_name)
+        experiment = None if self._listing else builtin_experiment(cmd_name)  # not the whole catalog
+        if experiment is None:
+            from core.experiments import catalog
+
+            experiment = catalog().get(cmd_name)
         if experiment is None:
             _refuse_broken_plugin(cmd_name)
             return None
