@@ -189,8 +189,8 @@ class EchoingEmitter(RecordingEmitter):
         super().stage(stage, name, epochs=epochs)
         print(f"  stage {stage}: {name}", flush=True)
 
-    def epoch(self, epoch, metrics, *, stage=0, total=None) -> None:
-        super().epoch(epoch, metrics, stage=stage, total=total)
+    def epoch(self, epoch, metrics, *, stage=0, total=None, layers=None) -> None:
+        super().epoch(epoch, metrics, stage=stage, total=total, layers=layers)
         ppl = metrics.get("val_ppl")
         print(f"  stage {stage} epoch {epoch}/{total or '?'}" + (f": val_ppl {ppl:.4f}" if ppl is not None else ""),
               flush=True)
