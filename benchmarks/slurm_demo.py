@@ -1,9 +1,11 @@
 """The Slurm flow end to end on a real Slurm, with its wall times: ``python benchmarks/slurm_demo.py``.
 
-Queues four ``smoke`` runs in a fresh registry, starts ``hrm scheduler --executor slurm --time 1``
+Queues ``smoke`` runs in a fresh registry, starts ``hrm scheduler --executor slurm --time 1``
 (a one-minute limit per job), and lets each run end a different way: one completes, one is cancelled
-with ``hrm cancel``, one is ``scancel``-ed from outside hrm, one runs past its time limit. Prints each
-run's status, Slurm job id and state, error and rows kept, and how long each step took.
+with ``hrm cancel``, one is ``scancel``-ed from outside hrm, one runs past its time limit, one is
+preempted by a job of a higher-priority partition (``--urgent``), and one loses its node (as root:
+``scontrol update state=down``) and is resumed by its retry. Prints each run's status, Slurm job id
+and state, error and rows kept, and how long each step took.
 
 Needs Slurm's commands and a partition (``--partition``, default ``debug``: the one
 ``tests/slurm/start_slurm.sh`` starts on this machine as root). ``--db`` takes a PostgreSQL URL too.
@@ -45,6 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--partition", default="debug")
     parser.add_argument("--db", default=None, help="registry URL (default: a SQLite file in a temporary folder)")
+    parser.add_argument("--urgent", default="urgent", help="a partition that preempts --partition ('' to skip)")
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="hrm-slurm-demo-")
     url = args.db or f"sqlite:///{folder}/runs.db"
@@ -81,6 +84,27 @@ def main() -> int:
         timings.append(("hrm cancel and scancel -> both settled", time.monotonic() - t1))
         took = wait("the time limit", lambda: run("past its --time").status == "lost", 180)
         timings.append(("start -> lost to TIMEOUT (1-minute limit)", time.monotonic() - t0))
+        if args.urgent:  # a job of a higher-priority partition takes the node: ours is preempted
+            runs["preempted"] = api.submit(db, "smoke", {"epochs": 500, "layers": 2, "sleep": 0.3})
+            wait("the run to preempt starts", lambda: run("preempted").epoch >= 2, 120)
+            t1 = time.monotonic()
+            subprocess.run(["sbatch", "--partition", args.urgent, "--exclusive", "--time", "1", "--wrap", "sleep 1"],
+                           check=True, capture_output=True)
+            wait("the preemption", lambda: run("preempted").status == "lost", 60)
+            timings.append(("urgent job submitted -> lost to PREEMPTED", time.monotonic() - t1))
+        if os.geteuid() == 0:  # the node goes down under a run that may be retried once
+            runs["node failure, retried"] = api.submit(db, "smoke", {"epochs": 30, "layers": 2, "sleep": 0.2})
+            api.set_run_policy(db, runs["node failure, retried"].id, max_retries=1)
+            wait("the run on the failing node starts", lambda: run("node failure, retried").epoch >= 2, 120)
+            node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+            t1 = time.monotonic()
+            subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=slurm-demo"], check=True)
+            try:
+                wait("the retry", lambda: run("node failure, retried").attempt == 2, 60)
+            finally:
+                subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
+            wait("the retried run completes", lambda: run("node failure, retried").external_state == "COMPLETED", 120)
+            timings.append(("node down -> lost, retried, completed", time.monotonic() - t1))
     finally:
         scheduler.send_signal(signal.SIGTERM)
         scheduler.wait(30)
@@ -89,8 +113,14 @@ def main() -> int:
     for label in runs:
         final = run(label)
         rows = len({r["epoch"] for r in store.metrics(db, final.id, kind="epoch")})
+        error = final.error or ""
+        if final.attempt > 1:
+            from core.registry import attempts
+
+            first = attempts.attempts(db, final.id)[0]
+            error = f"attempt 1 {first['status']}: {first['error']}"
         print(f"{label:<22} {final.id:>4} {final.status.value:<10} {final.external_id or '-':>5} "
-              f"{final.external_state or '-':<12} {rows:>6}  {final.error or ''}")
+              f"{final.external_state or '-':<12} {rows:>6}  {error}")
     print()
     for what, seconds in timings:
         print(f"{what:<45} {seconds:6.1f} s")
