@@ -295,6 +295,30 @@ def test_a_requeued_run_never_runs_twice_when_its_old_job_still_waits(slurm_part
 
 @pytest.mark.slow
 @pytest.mark.slurm
+def test_cancelling_a_run_whose_job_still_waits_in_slurm(slurm_partition, tmp_path):  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = open_database(url, create=True)
+    run = api.submit(db, "smoke", {"epochs": 3, "layers": 2})
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    subprocess.run(["scontrol", "update", f"nodename={node}", "state=drain", "reason=hrm-test"], check=True)
+    scheduler = slurm_scheduler(url, slurm_partition)
+    try:
+        wait_for(lambda: store.get_run(db, run.id).external_state == "PENDING", timeout=60)
+        assert store.get_run(db, run.id).status == "starting"
+        assert hrm("--db", url, "cancel", str(run.id)).returncode == 0
+        wait_for(lambda: store.get_run(db, run.id).status.is_terminal, timeout=30)
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
+        errors = stop(scheduler)
+    final = store.get_run(db, run.id)
+    assert final.status == "cancelled" and final.error.startswith("cancelled by request"), (final.error, errors)
+    assert final.external_state == "CANCELLED" and job_state(final.external_id) in ("CANCELLED", "GONE")
+    assert store.metrics(db, run.id) == [] and final.started_at is None, "its worker never ran"
+    db.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
 def test_runs_wait_in_the_queue_while_slurms_controller_is_down(slurm_partition, tmp_path):  # noqa: F811
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     db = open_database(url, create=True)
@@ -330,3 +354,24 @@ def test_bad_slurm_options_are_refused_before_anything_is_written(tmp_path):
     done = hrm("--db", url, "run", "smoke", "--executor", "pbs", "--no-start-scheduler")
     assert done.returncode == 2 and done.stderr.startswith("error: --executor 'pbs'"), done.stderr
     assert not (tmp_path / "runs.db").exists()
+
+
+def test_slurm_times_and_endings_read_as_slurm_means_them():
+    from core.scheduler.slurm import SlurmJob, parse_time, verdict
+
+    assert [parse_time(t) for t in ("1", "90", "2:00:00", "0:30", "1-12", "1-00:00:01", 45)] == [1, 90, 120, 1, 2160,
+                                                                                                1441, 45]
+    for bad in ("", "soon", "1:2:3:4", "0", "0:00"):
+        with pytest.raises(ValueError):
+            parse_time(bad)
+    job = SlurmJob("7", "CANCELLED", node="n1", exit_signal=15)
+    assert verdict(job, cancel_requested=True)[0] == "cancelled" and job.code == -15
+    status, error = verdict(job, cancel_requested=False)
+    assert status == "cancelled" and error.startswith("cancelled by Slurm, not through hrm (Slurm job 7 on n1")
+    for state, word in (("TIMEOUT", "time limit"), ("NODE_FAIL", "node failure"), ("PREEMPTED", "preempted"),
+                        ("BOOT_FAIL", "boot failure"), ("DEADLINE", "deadline")):
+        assert verdict(SlurmJob("7", state, time_limit="00:01:00"), cancel_requested=False)[0] == "lost"
+        assert word in verdict(SlurmJob("7", state), cancel_requested=True)[1]
+    assert verdict(SlurmJob("7", "OUT_OF_MEMORY"), cancel_requested=False)[0] == "failed"
+    assert "exit code 2" in verdict(SlurmJob("7", "FAILED", exit_code=2), cancel_requested=False)[1]
+    assert all(SlurmJob("7", s).ended is False for s in ("PENDING", "RUNNING", "COMPLETING", "REQUEUED"))
