@@ -197,3 +197,20 @@ def test_end_of_run_layer_stats_render_as_one_profile_table_with_bars():
     assert set(lines) == {"1", "2", "30"}
     assert lines["2"].count("█") > lines["30"].count("█") > lines["1"].count("█")
     assert len(render.bar(0.5, 0.0, 1.0, width=10).plain) == 5 and render.bar(None, 0, 1).plain == ""
+
+
+def test_the_first_page_is_read_without_sqlalchemy(db, tmp_path):
+    """The dashboard's first rows come from the standard library: SQLAlchemy loads after they show."""
+    import subprocess
+    import sys
+
+    first = api.submit(db, "smoke", {"epochs": 2}).id
+    second = api.submit(db, "smoke", {"epochs": 3}).id
+    path = db.url.removeprefix("sqlite:///")
+    code = ("import sys; from hrm_tui.tui.poller import first_page; page = first_page(sys.argv[1], 1); "
+            "assert 'sqlalchemy' not in sys.modules and 'core.api' not in sys.modules, 'loaded too early'; "
+            "print(page.rows[0].id, page.counts, page.known)")
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(second), "{'queued':", "2}", "2"]
+    assert first < second

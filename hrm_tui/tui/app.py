@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -24,14 +24,32 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from core import api
 from core.errors import UserError
-from hrm_tui.tui.messages import ActionFinished, LogsArrived, MetricsArrived, RegistryPolled, RunsChanged
-from hrm_tui.tui.poller import GpuStat, PollResult, Watch, poll
+from hrm_tui.tui.messages import (
+    ActionFinished,
+    LogsArrived,
+    MetricsArrived,
+    RegistryOpened,
+    RegistryPolled,
+    RunsChanged,
+)
+from hrm_tui.tui.poller import GpuStat, PollResult, Watch, first_page, poll
 from hrm_tui.tui.runs_model import RunsModel
 from hrm_tui.tui.series import RunSeries
 
+if TYPE_CHECKING:
+    from core.api import Database
+
 DEFAULT_POLL_INTERVAL = 0.5
+
+
+def _api():
+    """``core.api``, imported on first use (it loads SQLAlchemy and the catalog: not before the first rows)."""
+    from core import api
+
+    return api
+
+
 FIRST_PAGE = 200
 """Runs read by the very first poll, so the table fills before the full list is read."""
 LOG_KEEP = 5000
@@ -50,16 +68,35 @@ class HrmApp(App[None]):
 
     def __init__(
         self,
-        db: str | os.PathLike | api.Database | None = None,
+        db: str | os.PathLike | Database | None = None,
         *,
         poll_interval: float | None = DEFAULT_POLL_INTERVAL,
         clock: Callable[[], float] = time.time,
         start_scheduler: bool = True,
     ) -> None:
         """``poll_interval=None`` disables the timer (tests call :meth:`poll_once`); ``clock`` feeds
-        elapsed times (tests pin it); ``start_scheduler`` is the new-run form's default."""
+        elapsed times (tests pin it); ``start_scheduler`` is the new-run form's default.
+
+        A path to a current SQLite registry starts fast: the newest runs are read with the standard
+        library and shown while ``core.api`` (SQLAlchemy, the catalog) loads on a thread; anything else
+        is opened here, so a missing or unusable registry is refused before the screen starts."""
         super().__init__()
-        self.db = db if isinstance(db, api.Database) else api.open_registry(None if db is None else str(db))
+        self.db: Database | None = None
+        self._target: str | None = None
+        if db is not None and not isinstance(db, (str, os.PathLike)):
+            self.db = db
+        else:
+            from core.registry import fastread
+
+            target = None if db is None else str(db)
+            conn = fastread.connect(target)
+            if conn is not None:
+                conn.close()
+                self._target = target
+            else:
+                from core import api
+
+                self.db = api.open_registry(target)
         self.poll_interval = poll_interval
         self.clock = clock
         self.start_scheduler = start_scheduler
@@ -80,25 +117,64 @@ class HrmApp(App[None]):
 
     @property
     def db_label(self) -> str:
-        path = api.registry_path(self.db)
+        path = self._registry_path()
         return path.name if path is not None else self.db.safe_url
+
+    def _registry_path(self):
+        if self.db is None:
+            from core.registry import fastread
+
+            return fastread.sqlite_file(self._target).resolve()
+        from core import api
+
+        return api.registry_path(self.db)
 
     def on_mount(self) -> None:
         from hrm_tui.tui.screens.dashboard import Dashboard
 
-        path = api.registry_path(self.db)
+        path = self._registry_path()
         self.sub_title = str(path) if path else self.db.safe_url
         self.push_screen(Dashboard())
+        if self.db is None:
+            self._open_registry(self._target)
+            return
+        self._start_polling()
+
+    def _start_polling(self) -> None:
         if self.poll_interval:
             self.set_interval(self.poll_interval, self.poll_once)
         self.poll_once(first_page=FIRST_PAGE)
         self._poll_pending = True  # the full read follows at once
 
+    @work(thread=True, group="open", exit_on_error=False, description="open the registry")
+    def _open_registry(self, target: str | None) -> None:
+        """The fast first page, then ``core.api`` and the registry for everything else (on a thread)."""
+        page = first_page(target, FIRST_PAGE)
+        if page is not None:
+            self.post_message(RegistryPolled(page))
+        from core import api
+
+        try:
+            self.post_message(RegistryOpened(api.open_registry(target)))
+        except UserError as exc:
+            self.post_message(RegistryOpened(None, str(exc)))
+
+    @on(RegistryOpened)
+    def _registry_opened(self, message: RegistryOpened) -> None:
+        if message.db is None:
+            self.notify(message.error or "cannot open the registry", title="registry", severity="error", markup=False)
+            return
+        self.db = message.db
+        if self.poll_interval:
+            self.set_interval(self.poll_interval, self.poll_once)
+        self._poll_pending = False
+        self.poll_once()  # the full read
+
     # --- polling ----------------------------------------------------------------------------
 
     def poll_once(self, *, first_page: int | None = None) -> None:
         """Start a poll now, or right after the one in flight (polls never overlap)."""
-        if self._polling:
+        if self._polling or self.db is None:
             self._poll_pending = True
             return
         self._polling = True
@@ -107,7 +183,7 @@ class HrmApp(App[None]):
 
     @property
     def poll_in_flight(self) -> bool:
-        return self._polling or self._poll_pending
+        return self._polling or self._poll_pending or self.db is None
 
     async def settle(self) -> None:
         """Wait until no poll is in flight, its messages are handled and every deferred chart redraw
@@ -249,16 +325,22 @@ class HrmApp(App[None]):
     # --- actions ------------------------------------------------------------------------------
 
     def open_run(self, run_id: int) -> None:
+        if not self._registry_ready():
+            return
         from hrm_tui.tui.screens.run_view import RunScreen
 
         self.push_screen(RunScreen(run_id))
 
     def open_logs(self, run_id: int) -> None:
+        if not self._registry_ready():
+            return
         from hrm_tui.tui.screens.logs import LogScreen
 
         self.push_screen(LogScreen(run_id))
 
     def open_compare(self, run_ids: list[int]) -> None:
+        if not self._registry_ready():
+            return
         from hrm_tui.tui.screens.compare import CompareScreen
 
         if len(run_ids) < 2:
@@ -267,6 +349,8 @@ class HrmApp(App[None]):
         self.push_screen(CompareScreen(run_ids))
 
     def open_queue(self) -> None:
+        if not self._registry_ready():
+            return
         from hrm_tui.tui.screens.queue import QueueScreen
 
         self.push_screen(QueueScreen())
@@ -278,6 +362,8 @@ class HrmApp(App[None]):
         self.new_run()
 
     def new_run(self, experiment: str | None = None) -> None:
+        if not self._registry_ready():
+            return
         from hrm_tui.tui.screens.new_run import NewRunScreen
 
         self.push_screen(NewRunScreen(experiment, start_scheduler=self.start_scheduler), self._submitted)
@@ -288,9 +374,9 @@ class HrmApp(App[None]):
         start = request.pop("start_scheduler")
 
         def submit() -> Any:
-            run = api.submit(self.db, **request)
+            run = _api().submit(self.db, **request)
             if start:
-                api.ensure_scheduler(self.db)
+                _api().ensure_scheduler(self.db)
             return run
 
         self.run_registry_action("queued", None, submit)
@@ -305,12 +391,12 @@ class HrmApp(App[None]):
             self.notify(why, title="cancel", severity="warning", markup=False)
             return
         self._confirm(f"Cancel run {row.id} ({row.experiment}, {row.status})?", "cancel",
-                      lambda: self.run_registry_action("cancel", row.id, partial(api.cancel, self.db, row.id)))
+                      lambda: self.run_registry_action("cancel", row.id, partial(_api().cancel, self.db, row.id)))
 
     def retry_run(self, run_id: int | None) -> None:
         row = self._require(run_id)
         if row is not None:
-            self.run_registry_action("retry", row.id, partial(api.retry, self.db, row.id))
+            self.run_registry_action("retry", row.id, partial(_api().retry, self.db, row.id))
 
     def delete_run(self, run_id: int | None) -> None:
         """Ask, then delete; a run that cannot be deleted (it is running) gets the reason instead."""
@@ -322,9 +408,17 @@ class HrmApp(App[None]):
             self.notify(why, title="delete", severity="warning", markup=False)
             return
         self._confirm(f"Delete run {row.id} ({row.experiment}, {row.status}) and all its metrics?", "delete",
-                      lambda: self.run_registry_action("delete", row.id, partial(api.delete, self.db, row.id)))
+                      lambda: self.run_registry_action("delete", row.id, partial(_api().delete, self.db, row.id)))
+
+    def _registry_ready(self) -> bool:
+        """False (and says so) while the registry is still being opened after a fast start."""
+        if self.db is None:
+            self.notify("still opening the registry…", severity="warning")
+        return self.db is not None
 
     def _require(self, run_id: int | None):
+        if not self._registry_ready():
+            return None
         row = self.runs.get(run_id) if run_id is not None else None
         if row is None:
             self.notify("no run selected", severity="warning")

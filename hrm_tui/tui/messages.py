@@ -7,11 +7,12 @@ and hands the parts to the open screens (``HrmScreen.hear``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from hrm_tui.tui.poller import PollResult
+if TYPE_CHECKING:
+    from hrm_tui.tui.poller import PollResult
 
 
 @dataclass
@@ -19,6 +20,14 @@ class RegistryPolled(Message):
     """A poll finished. Carries metric rows, so it is never collapsed (no ``can_replace``)."""
 
     result: PollResult
+
+
+@dataclass
+class RegistryOpened(Message):
+    """The full registry (``core.api``, SQLAlchemy) is open, after a fast first page; or it failed."""
+
+    db: Any
+    error: str | None = None
 
 
 @dataclass

@@ -14,10 +14,12 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core import api
 from core.registry.view import RunView
+
+if TYPE_CHECKING:  # core.api loads SQLAlchemy and the catalog: the first page is read without them
+    from core import api
 
 WATERMARK_OVERLAP = 5.0
 """Seconds re-read before the watermark: a writer stamps ``updated_at`` before it commits."""
@@ -61,6 +63,23 @@ class PollResult:
     gpus: list[GpuStat] | None = None
 
 
+def first_page(target: str | None, limit: int) -> PollResult | None:
+    """The newest ``limit`` runs read with the standard library alone (a current SQLite registry), so the
+    dashboard shows rows before ``core.api`` and SQLAlchemy are even imported; None: no such fast path."""
+    from core.registry import fastread
+
+    conn = fastread.connect(target)
+    if conn is None:
+        return None
+    try:
+        rows = fastread.list_views(conn, last=limit)
+        counts = fastread.count_by_status(conn)
+    finally:
+        conn.close()
+    return PollResult(rows=rows, full=False, removed=set(), watermark=None, counts=counts, schedulers=[],
+                      known=sum(counts.values()))
+
+
 def poll(
     db: api.Database,
     *,
@@ -72,6 +91,8 @@ def poll(
 ) -> PollResult:
     """Read what changed. ``watermark`` None means a full read of the run list; with ``first_page``
     only the newest runs are read (the table shows them while the full read follows)."""
+    from core import api
+
     if first_page is not None:
         rows = api.list_runs(db, last=first_page)
     else:
@@ -95,6 +116,8 @@ def poll(
 
 
 def _poll_run(db: api.Database, run_id: int, watch: Watch, result: PollResult) -> None:
+    from core import api
+
     rows = api.metrics_since(db, run_id, watch.metric_after)
     if rows:
         result.metrics[run_id] = rows
