@@ -36,9 +36,14 @@ class Emitter(Protocol):
         """A new stage starts (``epochs`` is its maximum, for progress bars)."""
 
     def epoch(
-        self, epoch: int, metrics: Mapping[str, float], *, stage: int = 0, total: int | None = None
+        self, epoch: int, metrics: Mapping[str, float], *, stage: int = 0, total: int | None = None,
+        layers: Mapping[int, Mapping[str, float]] | None = None,
     ) -> None:
-        """Per-epoch metrics (``train_loss``, ``val_loss``, ``val_ppl``, ...). ``total``: max epochs."""
+        """Per-epoch metrics (``train_loss``, ``val_loss``, ``val_ppl``, ...). ``total``: max epochs.
+
+        ``layers``: the same epoch's per-layer metrics {layer: {key: value}}, recorded with it as one
+        event (one transaction in the registry: never seen apart, one commit per epoch).
+        """
 
     def layers(
         self, epoch: int | None, per_layer: Mapping[int, Mapping[str, float]], *, stage: int = 0
@@ -67,8 +72,10 @@ class RecordingEmitter:
     def stage(self, stage: int, name: str, *, epochs: int | None = None) -> None:
         self.events.append({"t": "stage", "stage": stage, "name": name, "epochs": epochs})
 
-    def epoch(self, epoch, metrics, *, stage=0, total=None) -> None:
+    def epoch(self, epoch, metrics, *, stage=0, total=None, layers=None) -> None:
         self.events.append({"t": "epoch", "epoch": epoch, "stage": stage, "total": total, "metrics": dict(metrics)})
+        if layers is not None:  # recorded as the separate layers event it replaces, so tests read it the same way
+            self.layers(epoch, layers, stage=stage)
 
     def layers(self, epoch, per_layer, *, stage=0) -> None:
         rows = {int(k): dict(v) for k, v in per_layer.items()}

@@ -59,6 +59,17 @@ def _metrics(where: str, metrics: Any) -> dict[str, float]:
     return {key: _number(where, key, value) for key, value in metrics.items()}
 
 
+def _per_layer(where: str, per_layer: Any) -> dict[int, dict[str, float]]:
+    if not isinstance(per_layer, Mapping):
+        raise TrackingError(f"{where}: expected {{layer: {{name: number}}}}, got {type(per_layer).__name__}")
+    rows: dict[int, dict[str, float]] = {}
+    for layer, metrics in per_layer.items():
+        if not _is_int(layer):
+            raise TrackingError(f"{where}: layer {layer!r} is not an integer (layers are numbered 0, 1, 2, ...)")
+        rows[int(layer)] = _metrics(f"{where} layer {layer}", metrics)
+    return rows
+
+
 def _index(where: str, name: str, value: Any, *, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
@@ -141,27 +152,22 @@ class Tracker:
             self._heart.stop()
 
     # --- events -----------------------------------------------------------------------------------
-    def epoch(self, epoch: int, metrics: Mapping[str, float], *, stage: int = 0, total: int | None = None) -> None:
+    def epoch(self, epoch: int, metrics: Mapping[str, float], *, stage: int = 0, total: int | None = None,
+              layers: Mapping[int, Mapping[str, float]] | None = None) -> None:
         self._live("log_epoch")
         where = f"log_epoch(epoch={epoch!r})"
         epoch = _index(where, "epoch", epoch)
         stage = _index(where, "stage", stage)
         total = _index(where, "total", total, optional=True)
-        self.emitter.epoch(epoch, _metrics(where, metrics), stage=stage, total=total)
+        rows = None if layers is None else _per_layer(where, layers)
+        self.emitter.epoch(epoch, _metrics(where, metrics), stage=stage, total=total, layers=rows)
 
     def layers(self, epoch: int | None, per_layer: Mapping[int, Mapping[str, float]], *, stage: int = 0) -> None:
         self._live("log_layers")
         where = f"log_layers(epoch={epoch!r})"
         epoch = _index(where, "epoch", epoch, optional=True)
         stage = _index(where, "stage", stage)
-        if not isinstance(per_layer, Mapping):
-            raise TrackingError(f"{where}: expected {{layer: {{name: number}}}}, got {type(per_layer).__name__}")
-        rows: dict[int, dict[str, float]] = {}
-        for layer, metrics in per_layer.items():
-            if not _is_int(layer):
-                raise TrackingError(f"{where}: layer {layer!r} is not an integer (layers are numbered 0, 1, 2, ...)")
-            rows[int(layer)] = _metrics(f"{where} layer {layer}", metrics)
-        self.emitter.layers(epoch, rows, stage=stage)
+        self.emitter.layers(epoch, _per_layer(where, per_layer), stage=stage)
 
     def summary(self, metrics: Mapping[str, float], *, stage: int = 0) -> None:
         self._live("summary")

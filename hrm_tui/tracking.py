@@ -69,9 +69,13 @@ class Run:
         return self._tracker.db.url
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float], *, stage: int = 0,
-                  total: int | None = None) -> None:
-        """Per-epoch numbers (``train_loss``, ``val_loss``, ``val_ppl``...); ``total``: epochs planned."""
-        self._tracker.epoch(epoch, metrics, stage=stage, total=total)
+                  total: int | None = None, layers: Mapping[int, Mapping[str, float]] | None = None) -> None:
+        """Per-epoch numbers (``train_loss``, ``val_loss``, ``val_ppl``...); ``total``: epochs planned.
+
+        ``layers``: the epoch's per-layer numbers ``{layer: {name: value}}``, written with it in one
+        transaction (one commit instead of a ``log_layers`` call's second one).
+        """
+        self._tracker.epoch(epoch, metrics, stage=stage, total=total, layers=layers)
 
     def log_layers(self, epoch: int | None, per_layer: Mapping[int, Mapping[str, float]], *,
                    stage: int = 0) -> None:

@@ -131,10 +131,10 @@ class _DiesAtEpoch(RecordingEmitter):
         super().__init__()
         self.die_at = die_at
 
-    def epoch(self, epoch, metrics, *, stage=0, total=None):
+    def epoch(self, epoch, metrics, *, stage=0, total=None, layers=None):
         if (stage, epoch) == self.die_at:
             raise _Died()
-        super().epoch(epoch, metrics, stage=stage, total=total)
+        super().epoch(epoch, metrics, stage=stage, total=total, layers=layers)
 
 
 def _numbers(events):

@@ -44,10 +44,7 @@ def run(config: SmokeConfig, emit: Emitter) -> None:
             emit.epoch(
                 epoch, {"train_loss": loss, "val_loss": loss + 0.05, "val_ppl": val_ppl},
                 stage=stage_id, total=config.epochs,
-            )
-            emit.layers(
-                epoch, {i: {"loss": loss + 0.3 * (config.layers - i)} for i in range(1, config.layers + 1)},
-                stage=stage_id,
+                layers={i: {"loss": loss + 0.3 * (config.layers - i)} for i in range(1, config.layers + 1)},
             )
             if config.sleep:
                 time.sleep(config.sleep)

@@ -45,6 +45,10 @@ def apply_event(db: Database, run_id: int, event: Mapping[str, Any]) -> None:
         store.merge_info(db, run_id, args["fields"], seq=seq)
     elif op == "stage":
         store.set_stage(db, run_id, args["stage"], args["name"], args.get("epochs"), seq=seq)
+    elif op == "epoch" and args.get("layers"):
+        store.append_epoch(db, run_id, args["epoch"], args["metrics"],
+                           {int(layer): values for layer, values in args["layers"].items()},
+                           stage=args.get("stage", 0), total=args.get("total"), seq=seq)
     elif op in ("epoch", "summary"):
         store.append_metrics(db, run_id, op, args["metrics"], stage=args.get("stage", 0), epoch=args.get("epoch"),
                              total=args.get("total"), seq=seq)
@@ -114,6 +118,8 @@ class RegistryEmitter:
         self.backoff = Backoff()
         self.spooled = 0
         self.outage_error: str | None = None
+        # Whether a spool may exist: spared a stat() per event while the registry answers.
+        self._spooling = spool_path is not None and spool_path.exists()
 
     # --- the Emitter protocol -----------------------------------------------------------------
     def info(self, **fields: Any) -> None:
@@ -122,8 +128,12 @@ class RegistryEmitter:
     def stage(self, stage: int, name: str, *, epochs: int | None = None) -> None:
         self._send("stage", {"stage": stage, "name": name, "epochs": epochs})
 
-    def epoch(self, epoch: int, metrics: Mapping[str, float], *, stage: int = 0, total: int | None = None) -> None:
-        self._send("epoch", {"metrics": _numbers(metrics), "stage": stage, "epoch": epoch, "total": total})
+    def epoch(self, epoch: int, metrics: Mapping[str, float], *, stage: int = 0, total: int | None = None,
+              layers: Mapping[int, Mapping[str, float]] | None = None) -> None:
+        args = {"metrics": _numbers(metrics), "stage": stage, "epoch": epoch, "total": total}
+        if layers:  # one event, one transaction: the epoch is never seen without its layers
+            args["layers"] = {int(k): _numbers(v) for k, v in layers.items()}
+        self._send("epoch", args)
 
     def layers(self, epoch: int | None, per_layer: Mapping[int, Mapping[str, float]], *, stage: int = 0) -> None:
         self._send("layers", {"per_layer": {int(k): _numbers(v) for k, v in per_layer.items()}, "stage": stage,
@@ -141,7 +151,9 @@ class RegistryEmitter:
     # --- delivery -----------------------------------------------------------------------------
     @property
     def pending(self) -> bool:
-        return self.spool_path is not None and self.spool_path.exists()
+        if self._spooling and not self.spool_path.exists():  # replayed by someone else
+            self._spooling = False
+        return self._spooling
 
     def _send(self, op: str, args: dict[str, Any]) -> None:
         if self.spool_path is None:  # unnumbered: another writer (a tracking client) may share the run
@@ -149,11 +161,11 @@ class RegistryEmitter:
             return
         self.seq += 1
         event = {"seq": self.seq, "op": op, "args": args}
-        if self.pending:
+        if self._spooling:
             self.flush()
-        if self.pending:
-            self._spool(event)
-            return
+            if self.pending:
+                self._spool(event)
+                return
         try:
             apply_event(self.db, self.run_id, event)
         except Exception as exc:
@@ -179,6 +191,7 @@ class RegistryEmitter:
                 raise
             self._outage(exc)
             return False
+        self._spooling = False
         lasted = self.backoff.succeeded()
         print(f"hrm worker: registry back after {lasted or 0:.1f} s; {replayed} spooled events replayed",
               file=sys.stderr, flush=True)
@@ -201,6 +214,7 @@ class RegistryEmitter:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._spooling = True
         self.spooled += 1
 
 

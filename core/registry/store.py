@@ -543,6 +543,19 @@ def _hot_sql(paramstyle: str, sql: str) -> str:
     return sql.replace("?", "%s") if paramstyle in ("format", "pyformat") else sql
 
 
+def _metric_rows(rows: list[tuple], run_id: int, kind: str, stage: int, epoch: int | None, layer: int | None,
+                 metrics: Mapping[str, float], now: float) -> None:
+    """Append one metric row per key to ``rows`` (NaN stored as NULL + ``is_nan``, ±inf clamped)."""
+    append = rows.append
+    for key, raw in metrics.items():
+        value = float(raw)
+        if value - value == 0.0:  # finite: the common case, no NaN/inf handling
+            append((run_id, kind, stage, epoch, layer, key, value, False, now))
+        else:
+            value, is_nan = _clean(value)
+            append((run_id, kind, stage, epoch, layer, key, value, is_nan, now))
+
+
 def append_metrics(
     db: Database,
     run_id: int,
@@ -565,16 +578,11 @@ def append_metrics(
     """
     now = time.time()
     rows: list[tuple] = []
-    per_layer = values.items() if kind == "layer" else ((None, values),)
-    for layer, metrics in per_layer:
-        layer = None if layer is None else int(layer)
-        for key, raw in metrics.items():
-            value = float(raw)
-            if value - value == 0.0:  # finite: the common case, no NaN/inf handling
-                rows.append((run_id, kind, stage, epoch, layer, key, value, False, now))
-            else:
-                value, is_nan = _clean(value)
-                rows.append((run_id, kind, stage, epoch, layer, key, value, is_nan, now))
+    if kind == "layer":
+        for layer, metrics in values.items():
+            _metric_rows(rows, run_id, kind, stage, epoch, int(layer), metrics, now)
+    else:
+        _metric_rows(rows, run_id, kind, stage, epoch, None, values, now)
     claiming = seq is not None
     if kind == "layer":  # per-layer rows always come with an epoch event, which updates the run
         run_sql, run_params = (_RUN_CLAIM, (seq, run_id, seq)) if claiming else (None, ())
@@ -601,6 +609,45 @@ def append_metrics(
             if found is not None and found[0] in values:
                 cursor.execute(_hot_sql(style, "UPDATE run SET headline_value = ? WHERE id = ?"),
                                (_clean(values[found[0]])[0], run_id))
+
+
+def append_epoch(
+    db: Database,
+    run_id: int,
+    epoch: int,
+    metrics: Mapping[str, float],
+    per_layer: Mapping[int, Mapping[str, float]],
+    *,
+    stage: int = 0,
+    total: int | None = None,
+    seq: int | None = None,
+) -> None:
+    """One training epoch in one transaction: its run-level metrics (latest-metric upkeep and the
+    run's progress, as an ``epoch`` event) and its per-layer metrics (as a ``layer`` event).
+
+    A reader never sees the epoch without its layers, and the epoch costs one commit instead of
+    two. With ``seq`` the whole epoch is skipped when already applied (a replayed event).
+    """
+    now = time.time()
+    rows: list[tuple] = []
+    _metric_rows(rows, run_id, "epoch", stage, epoch, None, metrics, now)
+    run_level = len(rows)
+    for layer, values in per_layer.items():
+        _metric_rows(rows, run_id, "layer", stage, epoch, int(layer), values, now)
+    claiming = seq is not None
+    run_sql = _RUN_SQL[(_RUN_PROGRESS, claiming)]
+    run_params = (now, epoch, stage, total, seq, run_id, seq) if claiming else (now, epoch, stage, total, run_id)
+    with db.driver_write() as tx:
+        cursor, style = tx.cursor, tx.paramstyle
+        qmark = style == "qmark"
+        cursor.execute(run_sql if qmark else _hot_sql(style, run_sql), run_params)
+        if claiming and cursor.rowcount == 0:
+            return  # applied before (a replayed event), or no such run
+        if rows:
+            cursor.executemany(_HOT_INSERT_METRIC if qmark else _hot_sql(style, _HOT_INSERT_METRIC), rows)
+        if run_level:
+            cursor.executemany(_HOT_UPSERT_LATEST if qmark else _hot_sql(style, _HOT_UPSERT_LATEST), [
+                (r[0], r[2], r[5], r[6], r[3], r[6], r[3], r[6], r[3], r[8]) for r in rows[:run_level]])
 
 
 def set_stage(db: Database, run_id: int, stage: int, name: str, epochs: int | None, *, seq: int | None = None) -> None:

@@ -266,9 +266,9 @@ def _run(config: Any, emit: Emitter, plan: CharLMPlan, device: str) -> dict[str,
         improved = stopper.update(epoch, val_ppl, model)
         metrics["improved"] = 1.0 if improved else 0.0
         metrics["epoch_time_s"] = time.perf_counter() - started
-        emit.epoch(epoch, metrics, total=config.max_epochs)
-        if plan.log_layers and "layers" in stats:
-            emit.layers(epoch, {i + 1: {"loss": v} for i, v in enumerate(stats["layers"])})
+        per_layer = ({i + 1: {"loss": v} for i, v in enumerate(stats["layers"])}
+                     if plan.log_layers and "layers" in stats else None)
+        emit.epoch(epoch, metrics, total=config.max_epochs, layers=per_layer)
         epochs_run = epoch
         if reached is not None:
             # Parameters no backward pass of the first epoch reached: the unused Q-head (B15), z_L's initial

@@ -178,8 +178,8 @@ def train_stage(
             {"train_loss": metrics["train_loss"], "train_last_loss": metrics[f"layer_{n_layers}"],
              "val_loss": val_loss, "val_ppl": val_ppl},
             stage=stage, total=max_epochs,
+            layers={i: {"loss": metrics[f"layer_{i}"]} for i in range(1, n_layers + 1)},
         )
-        emit.layers(epoch, {i: {"loss": metrics[f"layer_{i}"]} for i in range(1, n_layers + 1)}, stage=stage)
         if progress is not None:
             progress.save(stage, epoch, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                          "stopper": stopper.state_dict(), "val_ppl": val_ppl},

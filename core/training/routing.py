@@ -186,8 +186,8 @@ def _run(config: Any, emit: Emitter, plan: RoutingPlan, device: str) -> None:
         if plan.routed:
             metrics["train_shallow_loss"] = exit_losses.get(plan.shallow_exit, math.nan)
             metrics["train_deep_loss"] = exit_losses.get(plan.n_layers, math.nan)
-        emit.epoch(epoch, metrics, total=config.max_epochs)
-        emit.layers(epoch, {e: {"train_loss": v} for e, v in exit_losses.items()})
+        emit.epoch(epoch, metrics, total=config.max_epochs,
+                   layers={e: {"train_loss": v} for e, v in exit_losses.items()})
         if stopper.update(epoch, last["val_ppl"], model):
             best_metrics = dict(last)
         if stopper.should_stop:
