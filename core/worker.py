@@ -20,6 +20,7 @@ Keep this module's top-level imports to the standard library: they are on the cr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -271,6 +272,22 @@ class Background(threading.Thread):
 
 # --- the run ----------------------------------------------------------------------------------
 
+def _cpu_threads_for(config: Any) -> contextlib.AbstractContextManager:
+    """The run's ``cpu_threads`` applied once around the whole experiment, when it runs on the CPU.
+
+    Runs without the field (``smoke``, ``exec``) or on a GPU never import torch here, so their first
+    event is not delayed by it.
+    """
+    threads = getattr(config, "cpu_threads", 0) or 0
+    device = getattr(config, "device", "auto")
+    on_cpu = device == "cpu" or (device == "auto" and not os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if threads <= 0 or not on_cpu:
+        return contextlib.nullcontext()
+    from core.runtime import torch_threads
+
+    return torch_threads(threads)
+
+
 def execute(db_url: str, run_id: int) -> int:
     """Run ``run_id`` to its end; returns the process exit code."""
     pid, host = os.getpid(), socket.gethostname()
@@ -314,7 +331,8 @@ def execute(db_url: str, run_id: int) -> int:
         from core.resume import attach_checkpoints  # checkpoints; a resumed attempt continues from the newest
 
         attach_checkpoints(db, run, emit)
-        experiment.run(config, emit)
+        with _cpu_threads_for(config):
+            experiment.run(config, emit)
     except Cancelled:
         current = store.get_run(db, run_id)
         requested = current is None or current.cancel_requested
