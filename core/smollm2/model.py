@@ -1,9 +1,10 @@
 """Resolving and loading the SmolLM2 base model; building add-on LLMs (spec 3.1).
 
 ``--model`` accepts a hub id, a local directory (``save_pretrained`` layout) or a ``.gguf`` file.
-The default hub id resolves, in order, to: the local Hugging Face cache, the GGUF file
-``SmolLM2-135M-Instruct.Q4_1.gguf`` under ``$HRM_MODEL_DIR`` or ``~/.cache/hrm/models/smollm2-135m-instruct``
-(``shared/tools/smollm2.sh fetch`` puts it there), then the hub itself. Any id that cannot be
+The default hub id resolves, in order, to: the local Hugging Face cache, the hub itself when it
+answers, else the GGUF file ``SmolLM2-135M-Instruct.Q4_1.gguf`` under ``$HRM_MODEL_DIR`` or hrm's cache
+(``hrm models fetch smollm2`` puts it there, see :mod:`core.models_fetch`), recorded as such in the run's
+``model_source``. Any id that cannot be
 resolved raises :class:`ModelUnavailable` at once (no 25-second retry loop when offline).
 """
 
@@ -50,14 +51,11 @@ class ModelSpec:
 
 
 def default_gguf_candidates() -> list[Path]:
-    """Where the default model's GGUF file may live (``$HRM_MODEL_DIR`` first)."""
-    out: list[Path] = []
-    env = os.environ.get("HRM_MODEL_DIR")
-    if env:
-        base = Path(env).expanduser()
-        out += [base / GGUF_NAME, base / GGUF_SUBDIR / GGUF_NAME]
-    out.append(Path.home() / ".cache" / "hrm" / "models" / GGUF_SUBDIR / GGUF_NAME)
-    return out
+    """Where the default model's GGUF file may live: ``$HRM_MODEL_DIR`` first, then where
+    ``hrm models fetch smollm2`` puts it (``$HRM_CACHE``/``$XDG_CACHE_HOME``/``~/.cache``, see core.models_fetch)."""
+    from core.models_fetch import candidates
+
+    return candidates("smollm2")
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
@@ -105,17 +103,18 @@ def resolve_model(model: str) -> ModelSpec:
         raise ModelUnavailable(f"no such model file or directory: {model}")
     if _in_hf_cache(model):
         return ModelSpec("hub-cache", model, None, f"hub-cache:{model}")
-    if model == DEFAULT_MODEL_ID:
-        for cand in default_gguf_candidates():
-            if cand.is_file():
-                return ModelSpec(
-                    "gguf", str(cand.parent), cand.name,
-                    f"gguf:{cand} (local stand-in for {model}; Q4_1 weights dequantized to float)",
-                )
-    if not hub_reachable():
-        hint = " (run shared/tools/smollm2.sh fetch, or pass --model PATH.gguf)" if model == DEFAULT_MODEL_ID else ""
-        raise ModelUnavailable(f"model {model!r} is not cached locally and the hub is not reachable{hint}")
-    return ModelSpec("hub", model, None, f"hub:{model}")
+    if hub_reachable():
+        return ModelSpec("hub", model, None, f"hub:{model}")
+    if model == DEFAULT_MODEL_ID:  # the hub is out of reach: the GGUF from `hrm models fetch smollm2`, if there
+        cand = next((c for c in default_gguf_candidates() if c.is_file()), None)
+        if cand is not None:
+            return ModelSpec(
+                "gguf", str(cand.parent), cand.name,
+                f"gguf:{cand} (the hub is out of reach: local stand-in for {model}; "
+                "Q4_1 weights dequantized to float)",
+            )
+    hint = " (run `hrm models fetch smollm2` once, or pass --model PATH.gguf)" if model == DEFAULT_MODEL_ID else ""
+    raise ModelUnavailable(f"model {model!r} is not cached locally and the hub is not reachable{hint}")
 
 
 _CPU_CACHE: dict[tuple[Any, ...], tuple[Any, Any]] = {}

@@ -71,6 +71,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "note": ("hrm_tui.cli.annotate", "note", "Set, print or clear a run's note."),
     "export": ("hrm_tui.cli.annotate", "export", "Export runs to TensorBoard, MLflow, CSV or Parquet."),
     "import": ("hrm_tui.cli.annotate", "import_app", "Import runs from MLflow as read-only records."),
+    "models": ("hrm_tui.cli.models", "models_app", "Fetch a model into the cache (hrm models fetch smollm2); list them."),
 }
 """Every ``hrm`` command: name -> (module, attribute, short help). Extend with one line."""
 
