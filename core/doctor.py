@@ -26,23 +26,24 @@ class Check:
 
 
 def check_registry(db: str | None) -> list[Check]:
-    from core import api
-    from core.registry import resolve_db_url
+    from core.registry import open_database, resolve_db_url, store
     from core.registry.db import sqlite_path
+    from core.registry.url import redact_url
+    from core.scheduler.loop import HEARTBEAT_STALE_AFTER
 
     url = resolve_db_url(db)
     path = sqlite_path(url)
     if path is not None and not path.exists():
         return [Check("registry", WARN, f"{path} does not exist yet (`hrm run` or `hrm exec` creates it)")]
     try:
-        database = api.open_registry(url)
-        counts = api.count_by_status(database)
+        database = open_database(url, create=False)
+        counts = store.count_by_status(database)
     except Exception as exc:  # noqa: BLE001 - any failure to read it is the finding
-        return [Check("registry", FAIL, f"{url}: {_line(exc)}")]
+        return [Check("registry", FAIL, f"{redact_url(url)}: {_line(exc)}")]
     runs = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no runs"
-    checks = [Check("registry", OK, f"{database.url}: {runs}")]
+    checks = [Check("registry", OK, f"{database.safe_url}: {runs}")]
     try:
-        alive = api.scheduler_status(database)
+        alive = store.live_schedulers(database, stale_after=HEARTBEAT_STALE_AFTER)
     except Exception as exc:  # noqa: BLE001
         checks.append(Check("registry", WARN, f"scheduler heartbeats unreadable: {_line(exc)}"))
     else:
