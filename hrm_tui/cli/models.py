@@ -8,10 +8,16 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
-from hrm_tui.cli import CONTEXT_SETTINGS, HrmCommand
+from hrm_tui.cli import CONTEXT_SETTINGS, HrmCommand, PlainHelp
 
-models_app = typer.Typer(no_args_is_help=True, context_settings=CONTEXT_SETTINGS, rich_markup_mode="rich",
+
+class ModelsGroup(PlainHelp, TyperGroup):
+    """``hrm models``: help in hrm's plain style."""
+
+
+models_app = typer.Typer(cls=ModelsGroup, no_args_is_help=True, context_settings=CONTEXT_SETTINGS, rich_markup_mode="rich",
                          add_completion=False, pretty_exceptions_enable=False,
                          help="Models fetched into the cache: hrm models fetch smollm2.")
 
