@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -45,9 +44,8 @@ def apply_event(db: Database, run_id: int, event: Mapping[str, Any]) -> None:
         store.merge_info(db, run_id, args["fields"], seq=seq)
     elif op == "stage":
         store.set_stage(db, run_id, args["stage"], args["name"], args.get("epochs"), seq=seq)
-    elif op == "epoch" and args.get("layers"):
-        store.append_epoch(db, run_id, args["epoch"], args["metrics"],
-                           {int(layer): values for layer, values in args["layers"].items()},
+    elif op == "epoch" and args.get("layers"):  # layer keys: ints live, strings from the spool (int() in store)
+        store.append_epoch(db, run_id, args["epoch"], args["metrics"], args["layers"],
                            stage=args.get("stage", 0), total=args.get("total"), seq=seq)
     elif op in ("epoch", "summary"):
         store.append_metrics(db, run_id, op, args["metrics"], stage=args.get("stage", 0), epoch=args.get("epoch"),
@@ -219,8 +217,11 @@ class RegistryEmitter:
 
 
 def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Plain floats under string keys (JSON-safe for the spool); ±inf clamped, NaN kept."""
     out = {}
     for key, value in metrics.items():
         value = float(value)
-        out[str(key)] = value if not math.isinf(value) else (1e308 if value > 0 else -1e308)
+        if value - value != 0.0 and value == value:  # ±inf (NaN fails the second test)
+            value = 1e308 if value > 0 else -1e308
+        out[key if key.__class__ is str else str(key)] = value
     return out
