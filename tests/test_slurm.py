@@ -319,6 +319,23 @@ def test_cancelling_a_run_whose_job_still_waits_in_slurm(slurm_partition, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.slurm
+def test_a_job_that_dies_before_its_worker_starts_says_why(slurm_partition, tmp_path):  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = open_database(url, create=True)
+    run = api.submit(db, "smoke", {"epochs": 2, "layers": 2})
+    env = {**subprocess_env(), "SBATCH_EXPORT": "NONE"}  # a site default that strips the job's environment
+    done = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", url, "scheduler", "--executor", "slurm",
+                           "--partition", slurm_partition, "--once"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    final = store.get_run(db, run.id)
+    assert final.status == "failed" and final.external_state == "FAILED", final.error
+    assert f"Slurm job {final.external_id}" in final.error and "before its worker wrote a final status" in final.error
+    assert "Error" in final.stderr_tail, "the job's own output says what went wrong"
+    db.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
 def test_runs_wait_in_the_queue_while_slurms_controller_is_down(slurm_partition, tmp_path):  # noqa: F811
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     db = open_database(url, create=True)

@@ -38,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, update
 
-from core.paths import run_dir, runs_root, worker_log
+from core.paths import run_dir, runs_root, tail, worker_log
 from core.registry import RunStatus, store
 from core.registry.db import sqlite_path
 from core.registry.store import RUN
@@ -192,14 +192,15 @@ def become_worker(run_id: int, log_path: str) -> None:
     registry); submitit's pre-timeout ``SIGUSR2`` is ignored, so only Slurm's SIGTERM at the limit
     (a clean ``lost`` after the worker's last write) ends the run.
     """
-    if not os.environ.get(DB_URL_ENV):
-        raise RuntimeError(f"hrm slurm job: {DB_URL_ENV} is not in the job's environment")
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    if not os.environ.get(DB_URL_ENV):  # said in the run's log, which the scheduler reads when the job ends
+        raise RuntimeError(f"hrm slurm job: {DB_URL_ENV} is not in the job's environment (sbatch --export=NONE "
+                           "or SBATCH_EXPORT set?): the worker cannot reach the registry")
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     argv = module_argv("core.worker", str(run_id))
     os.execve(argv[0], argv, child_env(os.environ[DB_URL_ENV]))
@@ -264,7 +265,7 @@ class SlurmExecutor(Executor):
                 params[key] = getattr(opts, key)
         # hrm resumes a run itself (a new attempt from its checkpoint, --retries): a job Slurm requeued on a
         # node failure would run the same attempt twice.
-        params["additional_parameters"] = {"no_requeue": True, **dict(opts.extra)}
+        params["additional_parameters"] = {"no_requeue": True, "export": "ALL", **dict(opts.extra)}
         executor.update_parameters(**params)
         return executor
 
@@ -377,10 +378,15 @@ class SlurmExecutor(Executor):
             return None  # the worker's final write may still be on its way (spooled through an outage)
         self._ended_seen.pop(job.job_id, None)
         new_status, error = verdict(job, cancel_requested=bool(run.cancel_requested))
-        self._finish(run, new_status, error, state=job.state, exit_code=job.code)
+        printed = None
+        if not status.is_terminal:  # no word from the worker: what it printed, or submitit before it started
+            printed = tail(worker_log(self.db, run.id)) or tail(
+                run_dir(self.db, run.id) / "slurm" / f"{job.job_id}_0_log.out")
+        self._finish(run, new_status, error, state=job.state, exit_code=job.code, stderr_tail=printed or None)
         return job.code
 
-    def _finish(self, run, status: RunStatus, error: str, *, state: str, exit_code: int | None = None) -> None:
+    def _finish(self, run, status: RunStatus, error: str, *, state: str, exit_code: int | None = None,
+                stderr_tail: str | None = None) -> None:
         """Settle the run from Slurm's verdict: over a non-terminal status, or over the worker's own
         ``cancelled`` for a SIGTERM it could not explain (Slurm can). Metrics and logs are untouched."""
         now = time.time()
@@ -388,6 +394,8 @@ class SlurmExecutor(Executor):
                                   "finished_at": now, "updated_at": now}
         if exit_code is not None:
             values["exit_code"] = exit_code
+        if stderr_tail is not None:
+            values["stderr_tail"] = stderr_tail
         overridable = or_(RUN.c.status.in_((RunStatus.QUEUED.value, RunStatus.STARTING.value, RunStatus.RUNNING.value)),
                           and_(RUN.c.status == RunStatus.CANCELLED.value, RUN.c.cancel_requested.is_(False)))
         with self.db.write() as conn:
