@@ -88,7 +88,8 @@ def main() -> int:
             runs["preempted"] = api.submit(db, "smoke", {"epochs": 500, "layers": 2, "sleep": 0.3})
             wait("the run to preempt starts", lambda: run("preempted").epoch >= 2, 120)
             t1 = time.monotonic()
-            subprocess.run(["sbatch", "--partition", args.urgent, "--exclusive", "--time", "1", "--wrap", "sleep 1"],
+            subprocess.run(["sbatch", "--partition", args.urgent, "--exclusive", "--time", "1", "--output", "/dev/null",
+                            "--wrap", "sleep 1"],
                            check=True, capture_output=True)
             wait("the preemption", lambda: run("preempted").status == "lost", 60)
             timings.append(("urgent job submitted -> lost to PREEMPTED", time.monotonic() - t1))

@@ -250,7 +250,8 @@ def test_a_preempted_job_is_lost_with_its_rows_kept(slurm_partition, tmp_path): 
         wait_for(lambda: running_with_epochs(db, run.id), timeout=90)
         # A job of a higher-priority partition needs the whole node: Slurm preempts (cancels) ours.
         urgent = subprocess.run(["sbatch", "--parsable", "--partition", "urgent", "--exclusive", "--time", "1",
-                                 "--wrap", "sleep 1"], capture_output=True, text=True, check=True).stdout.strip()
+                                 "--output", "/dev/null", "--wrap", "sleep 1"],
+                                capture_output=True, text=True, check=True).stdout.strip()
         wait_for(lambda: store.get_run(db, run.id).status == "lost", timeout=60)
     finally:
         errors = stop(scheduler)
