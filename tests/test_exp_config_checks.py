@@ -89,9 +89,12 @@ def test_no_alpaca_anywhere_is_refused_at_submit(db_path, monkeypatch, experimen
 
 def test_alpaca_from_the_environment_must_exist(db_path, monkeypatch, tmp_path):
     monkeypatch.setenv("HRM_ALPACA_FILE", str(tmp_path / "gone.json"))
-    result = runner.invoke(app, ["--db", str(db_path), "run", "cascade", "--no-start-scheduler"])
+    model = tmp_path / "model.gguf"  # a local model file, so the check does not depend on a fetched model or the hub
+    model.write_bytes(b"GGUF")
+    cmd = ["--db", str(db_path), "run", "cascade", "--model", str(model), "--no-start-scheduler"]
+    result = runner.invoke(app, cmd)
     assert result.exit_code == 1 and "Alpaca data file not found" in result.output and _queued(db_path) == 0
     (tmp_path / "gone.json").write_text("[]")
-    ok = runner.invoke(app, ["--db", str(db_path), "run", "cascade", "--no-start-scheduler"])
+    ok = runner.invoke(app, cmd)
     assert ok.exit_code == 0, ok.output
     assert _queued(db_path) == 1
