@@ -163,15 +163,10 @@ def set_run_policy(db: Database, run_id: int, *, max_retries: int | None = None,
                    webhook: str | None = None) -> None:
     """Per-run retry and notification settings (validated here: bad ones raise UserError, exit 2)."""
     check_policy(max_retries=max_retries, on_finish=on_finish, webhook=webhook)
-    from sqlalchemy import update
+    from core.registry.run_updates import set_run_fields
 
-    from core.registry.store import RUN
-
-    values = {k: v for k, v in (("max_retries", max_retries), ("on_finish", on_finish), ("webhook", webhook))
-              if v is not None}
-    if values:
-        with db.write() as conn:
-            conn.execute(update(RUN).where(RUN.c.id == run_id).values(**values))
+    set_run_fields(db, run_id, {k: v for k, v in (("max_retries", max_retries), ("on_finish", on_finish),
+                                                  ("webhook", webhook)) if v is not None})
 
 
 def check_policy(*, max_retries: int | None, on_finish: str | None, webhook: str | None) -> None:

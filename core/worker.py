@@ -14,7 +14,7 @@ and liveness are visible from any host. When its heartbeat finds the run no long
 ``lost`` or force-cancelled meanwhile), the worker exits at once.
 
 Keep this module's top-level imports to the standard library: they are on the critical path of
-``hrm run`` → first event.
+``hrm run`` → first event (:mod:`core.registry.worker_start` is standard library only).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from core.registry.worker_start import early_beat, quick_start, sqlite_file
+
 EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED, EXIT_NOT_STARTED, EXIT_FENCED, EXIT_UNREACHABLE = 0, 1, 3, 4, 5, 6
 DB_URL_ENV = "HRM_DB_URL"
 HEARTBEAT_ENV = "HRM_HEARTBEAT_INTERVAL"
@@ -40,7 +42,6 @@ DEFAULT_OUTAGE_DEADLINE_S = 600.0
 """How long a finished worker keeps retrying to deliver its spooled events and final status."""
 SHIP_EVERY_S = 1.0
 
-_ACTIVE = ("queued", "starting", "running")
 
 
 class Cancelled(BaseException):
@@ -62,51 +63,6 @@ def _env_float(name: str, default: float) -> float:
 
 # --- the first event, before heavy imports ---------------------------------------------------
 
-def _sqlite_file(url: str) -> str | None:
-    """The file of a plain ``sqlite:///path`` URL (None for anything with options or in memory)."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or "?" in url:
-        return None
-    path = url[len(prefix):]
-    return path if path and path != ":memory:" else None
-
-
-def quick_start(url: str, run_id: int, pid: int, host: str) -> str | None:
-    """Mark the run ``running`` with the stdlib driver: ``running``, ``refused`` (cancelled or ended
-    before it started), ``missing``, or None when this URL needs the full path (then nothing was written)."""
-    path = _sqlite_file(url)
-    if path is None or not os.path.exists(path):
-        return None
-    import sqlite3
-
-    now = time.time()
-    try:
-        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-    except sqlite3.Error:
-        return None
-    try:
-        conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            changed = conn.execute(
-                "UPDATE run SET status = 'running', pid = ?, host = ?, started_at = ?, updated_at = ?, heartbeat_at = ?, "
-                "info_json = '{}' "
-                "WHERE id = ? AND status IN (?, ?, ?) AND NOT cancel_requested",
-                (pid, host, now, now, now, run_id, *_ACTIVE)).rowcount
-            exists = changed or conn.execute("SELECT 1 FROM run WHERE id = ?", (run_id,)).fetchone() is not None
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error:
-        return None  # an old schema, a locked file: the full path says what is wrong
-    finally:
-        conn.close()
-    if changed == 1:
-        return "running"
-    return "refused" if exists else "missing"
-
-
 class EarlyBeat(threading.Thread):
     """Heartbeats with the stdlib driver while the heavy imports run (a loaded machine takes seconds)."""
 
@@ -116,18 +72,8 @@ class EarlyBeat(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        import sqlite3
-
         while not self._halt.wait(self.interval):
-            try:
-                conn = sqlite3.connect(self.path, timeout=self.interval, isolation_level=None)
-                try:
-                    conn.execute("UPDATE run SET heartbeat_at = ? WHERE id = ? AND status = 'running' AND pid = ?",
-                                 (time.time(), self.run_id, self.pid))
-                finally:
-                    conn.close()
-            except sqlite3.Error:
-                pass  # the full heartbeat takes over in a moment and says what is wrong
+            early_beat(self.path, self.run_id, self.pid, timeout=self.interval)
 
     def stop(self) -> None:
         self._halt.set()
@@ -294,7 +240,7 @@ def execute(db_url: str, run_id: int) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = quick_start(db_url, run_id, pid, host)
     interval = _env_float(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S)
-    early = EarlyBeat(_sqlite_file(db_url), run_id, pid, interval) if started == "running" else None
+    early = EarlyBeat(sqlite_file(db_url), run_id, pid, interval) if started == "running" else None
     if early is not None:
         early.start()
 

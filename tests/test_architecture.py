@@ -38,3 +38,37 @@ LINT_IMPORTS = shutil.which("lint-imports", path=os.path.dirname(sys.executable)
 def test_import_linter_contract():
     out = subprocess.run([LINT_IMPORTS], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# --- SQL lives only in core.registry ------------------------------------------------------------
+
+SQL_LIBRARIES = ("sqlalchemy", "sqlmodel", "sqlite3")
+
+
+def _import_graph():
+    grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter")
+    return grimp.build_graph("core", "hrm_tui", include_external_packages=True)
+
+
+def _contract(name_start: str) -> dict:
+    import tomllib
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        contracts = tomllib.load(f)["tool"]["importlinter"]["contracts"]
+    return next(c for c in contracts if c["name"].startswith(name_start))
+
+
+def test_only_the_registry_imports_a_sql_library():
+    graph = _import_graph()
+    outside = {lib: sorted(m for m in graph.find_modules_that_directly_import(lib)
+                           if m != "core.registry" and not m.startswith("core.registry."))
+               for lib in SQL_LIBRARIES if lib in graph.modules}
+    assert outside == {lib: [] for lib in outside}, "move the SQL into a named function in core/registry/"
+
+
+def test_the_sql_contract_covers_every_module_outside_the_registry():
+    """A new core module is not silently outside the ``SQL lives only in core.registry`` contract."""
+    children = set(_import_graph().find_children("core")) - {"core.registry"}
+    contract = _contract("SQL lives only in core.registry")
+    assert set(contract["source_modules"]) == children | {"hrm_tui"}
+    assert set(SQL_LIBRARIES) <= set(contract["forbidden_modules"])

@@ -20,13 +20,13 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from core.paths import run_dir, tail
 from core.registry import RunStatus, leases, store
-from core.registry.db import Database, sqlite_path
+from core.registry.change_watch import ChangeWatch
+from core.registry.db import Database
 from core.registry.emitter import SPOOL_NAME, replay_spool
 from core.registry.outage import Backoff, first_line, is_transient
 from core.registry.output import ship_file
@@ -95,48 +95,6 @@ def detect_gpus() -> tuple[str, ...]:
     return tuple(line.strip() for line in out.splitlines() if line.strip())
 
 
-class _ChangeWatch:
-    """Has anyone committed to the registry since the last look? (SQLite: ``PRAGMA data_version``.)
-
-    Elsewhere it says yes every ``interval`` seconds and the caller does its cheap read.
-    """
-
-    def __init__(self, db: Database, interval: float = 0.1) -> None:
-        self._conn = None
-        self._version = None
-        self._interval = interval
-        self._last_yes = 0.0
-        path = sqlite_path(db.url)
-        if path is not None:
-            try:
-                self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-            except sqlite3.Error:
-                self._conn = None
-
-    @property
-    def exact(self) -> bool:
-        """True when every commit is seen (SQLite): the idle pass can then be rare."""
-        return self._conn is not None
-
-    def changed(self) -> bool:
-        if self._conn is None:
-            now = time.monotonic()
-            if now - self._last_yes < self._interval:
-                return False
-            self._last_yes = now
-            return True
-        try:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.Error:
-            return True
-        changed, self._version = version != self._version, version
-        return changed
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-
 class Scheduler:
     """One scheduler process for one host name over one registry."""
 
@@ -202,7 +160,7 @@ class Scheduler:
         log.info("scheduler %r (lease epoch %d) on %s: slots %s, workers stale after %.0f s",
                  self.name, self.lease.epoch, self.host, self.slots.describe(), self.stale_after)
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-        watch = _ChangeWatch(self.db)
+        watch = ChangeWatch(self.db)
         try:
             self._guarded(self.reconcile)
             idle_since = last_pass = last_renew = time.monotonic()

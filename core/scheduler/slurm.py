@@ -36,12 +36,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, update
-
 from core.paths import run_dir, runs_root, tail, worker_log
 from core.registry import RunStatus, store
 from core.registry.db import sqlite_path
-from core.registry.store import RUN
+from core.registry.run_updates import set_run_fields, settle_from_executor
 from core.scheduler.executor import Executor, LaunchDeferred
 from core.scheduler.process import WorkerHandle
 from core.scheduler.spawn import DB_URL_ENV, child_env, module_argv
@@ -396,16 +394,11 @@ class SlurmExecutor(Executor):
             values["exit_code"] = exit_code
         if stderr_tail is not None:
             values["stderr_tail"] = stderr_tail
-        overridable = or_(RUN.c.status.in_((RunStatus.QUEUED.value, RunStatus.STARTING.value, RunStatus.RUNNING.value)),
-                          and_(RUN.c.status == RunStatus.CANCELLED.value, RUN.c.cancel_requested.is_(False)))
-        with self.db.write() as conn:
-            changed = conn.execute(update(RUN).where(RUN.c.id == run.id, overridable).values(**values)).rowcount
-        if changed:
+        if settle_from_executor(self.db, run.id, values):
             store.add_log(self.db, run.id, f"{status.value}: {error}", source="scheduler")
 
     def _record(self, run_id: int, **values: Any) -> None:
-        with self.db.write() as conn:
-            conn.execute(update(RUN).where(RUN.c.id == run_id).values(**values))
+        set_run_fields(self.db, run_id, values)
 
     # --- stop ---------------------------------------------------------------------------------
     def signal(self, handle: WorkerHandle, sig: int) -> None:
