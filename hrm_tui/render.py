@@ -21,6 +21,9 @@ STATUS_STYLES = {
 }
 
 
+LIVE_STATUSES = ("starting", "running")
+"""A run in these is working now: its pass shows a rate and an ETA."""
+
 fmt = format_number
 """Numbers as a researcher reads them (:func:`core.registry.view.format_number`, the one formatter)."""
 
@@ -40,7 +43,11 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def progress_text(progress: Mapping[str, Any]) -> str:
+def progress_text(progress: Mapping[str, Any], *, live: bool = True) -> str:
+    """``s2 ep 26/150``, or during a pass before the first epoch ``base 41% 34 tok/s ETA 12m``
+    (``live`` False: a run that ended in the pass, so no rate or ETA: ``base 41%``)."""
+    if progress.get("pass"):
+        return pass_text(progress["pass"], live=live)
     parts = []
     if progress.get("stage"):
         parts.append(f"s{progress['stage']}")
@@ -48,6 +55,59 @@ def progress_text(progress: Mapping[str, Any]) -> str:
     if progress.get("epoch"):
         parts.append(f"ep {progress['epoch']}/{total}" if total else f"ep {progress['epoch']}")
     return " ".join(parts) or "—"
+
+
+def pass_label(phase: str) -> str:
+    """``frozen base pass`` → ``base``: the phase's distinctive word(s)."""
+    label = phase.removeprefix("frozen ").removesuffix(" pass").strip()
+    return label or "pass"
+
+
+def pass_text(record: Mapping[str, Any], *, live: bool = True) -> str:
+    """A pass in a few cells: ``base 41% 34 tok/s ETA 12m`` (``live`` False: ``base 41%``)."""
+    percent = int(100 * record["tokens_done"] / record["tokens_total"])  # floor: 100% only once finished
+    parts = [pass_label(record["phase"]), f"{percent}%"]
+    if live and record.get("tokens_per_s") is not None:
+        parts.append(f"{rate(record['tokens_per_s'])} tok/s")
+    if live and record.get("eta_s") is not None:
+        parts.append(f"ETA {short_duration(record['eta_s'])}")
+    return " ".join(parts)
+
+
+def rate(per_s: float) -> str:
+    """``3.4``, ``34``, ``12.3k``, ``1.2M``: a rate in at most five cells."""
+    if per_s >= 1e6:
+        return f"{per_s / 1e6:.1f}M"
+    if per_s >= 1e4:
+        return f"{per_s / 1e3:.0f}k"
+    if per_s >= 1e3:
+        return f"{per_s / 1e3:.1f}k"
+    return f"{per_s:.1f}" if per_s < 10 else f"{per_s:.0f}"
+
+
+def short_duration(seconds: float) -> str:
+    """``45s``, ``12m``, ``3h05m``: an estimate, to the minute once it is over one."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes = round(seconds / 60)
+    return f"{minutes}m" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def pass_details(record: Mapping[str, Any], *, live: bool = True) -> str | None:
+    """``hrm show``'s line for a pass (``info.progress``, under way or over):
+    ``frozen base pass 1,234/3,000 tokens (41%), 34 tok/s, ETA 1m10s, elapsed 36s``; None if not one."""
+    done, total = record.get("tokens_done"), record.get("tokens_total")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (done, total)) or total <= 0:
+        return None
+    parts = [f"{record.get('phase') or 'pass'} {fmt(done)}/{fmt(total)} tokens ({int(100 * min(done, total) / total)}%)"]
+    for key, show in (("tokens_per_s", lambda v: f"{rate(v)} tok/s"), ("eta_s", lambda v: f"ETA {duration(v)}"),
+                      ("elapsed_s", lambda v: f"elapsed {duration(v)}")):
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+                and (live or key != "eta_s") and not (key == "eta_s" and done >= total):
+            parts.append(show(value))
+    return ", ".join(parts)
 
 
 RUN_COLUMNS = ("id", "status", "headline", "experiment", "progress", "config", "elapsed", "variant", "gpu")
@@ -73,7 +133,7 @@ def runs_table(records: Sequence[Mapping[str, Any]], *, width: int | None = None
         "variant": [r["variant"] for r in records],
         "config": [" ".join(f"{k}={r['config'].get(k)}" for k in diff[:4]) for r in records] if diff else None,
         "status": [status_text(r["status"]) for r in records],
-        "progress": [progress_text(r["progress"]) for r in records],
+        "progress": [progress_text(r["progress"], live=r["status"] in LIVE_STATUSES) for r in records],
         "headline": [fmt(record_headline(r)) for r in records],
         "elapsed": [duration(r["elapsed_s"]) for r in records],
         "gpu": [r["gpu"] or "—" for r in records],
@@ -244,18 +304,25 @@ def run_header(record: Mapping[str, Any]) -> Panel:
     lines.append_text(status_text(record["status"]))
     lines.append(f"\ncreated {record['created_at']}  started {record['started_at'] or '—'}  "
                  f"finished {record['finished_at'] or '—'}  elapsed {duration(record['elapsed_s'])}")
+    live = record["status"] in LIVE_STATUSES
     lines.append(f"\nhost {record['host'] or '—'}  gpu {record['gpu'] or '—'}  pid {record['pid'] or '—'}  "
-                 f"progress {progress_text(record['progress'])}")
+                 f"progress {progress_text(record['progress'], live=live)}")
+    passed = info.get("progress")  # a pass before the epochs (cascade's frozen base pass), under way or over
+    details = pass_details(passed, live=live) if isinstance(passed, Mapping) else None
+    if details:
+        lines.append(f"\n{details}")
     engine = record.get("executor")
     if engine and engine.get("job_id"):
         lines.append(f"\n{engine['name']} job {engine['job_id']}  state {engine['state'] or '—'}")
     if record["tags"]:
         lines.append(f"\ntags {', '.join(record['tags'])}")
+    if record.get("note"):
+        lines.append(f"\nnote {record['note']}")
     if record["error"]:
         lines.append(f"\nerror: {record['error']}", style="red")
     config = " ".join(f"{k}={v}" for k, v in record["config"].items())
     lines.append(f"\nconfig {config}")
-    shown = {k: v for k, v in info.items() if v not in (None, "", [], {})}
+    shown = {k: v for k, v in info.items() if v not in (None, "", [], {}) and not (k == "progress" and details)}
     if shown:
         lines.append("\ninfo " + "  ".join(f"{k}={fmt(v) if isinstance(v, (int, float)) else v}" for k, v in shown.items()))
     return Panel(lines, expand=False)
@@ -312,7 +379,13 @@ def follow_view(record: Mapping[str, Any], epochs: list[Mapping[str, Any]], laye
     head.append_text(status_text(record["status"]))
     head.append(f"  {progress_text(progress)}" + (f" · {progress['stage_name']}" if progress.get("stage_name") else ""))
     parts: list[Any] = [head]
-    if total:
+    passing = progress.get("pass")
+    if passing:  # before the first epoch: the pass's tokens
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(ProgressBar(total=passing["tokens_total"], completed=passing["tokens_done"], width=40),
+                    Text(pass_details(passing) or "", style="dim"))
+        parts.append(bar)
+    elif total:
         bar = Table.grid(padding=(0, 1))
         bar.add_row(ProgressBar(total=total, completed=progress.get("epoch") or 0, width=40),
                     Text(f"{progress.get('epoch') or 0}/{total} epochs", style="dim"))

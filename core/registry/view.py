@@ -108,8 +108,19 @@ class RunView:
 
     @property
     def progress(self) -> dict[str, Any]:
+        """Where the run is: its stage and epoch, and ``pass`` (:attr:`pass_progress`) or None."""
         return {"stage": self.stage, "stage_name": self.stage_name, "epoch": self.epoch,
-                "total_epochs": self.total_epochs}
+                "total_epochs": self.total_epochs, "pass": self.pass_progress}
+
+    @property
+    def pass_progress(self) -> dict[str, Any] | None:
+        """The long pass a run makes before its first epoch (cascade's frozen base pass: minutes on a
+        CPU), from ``info.progress``: ``{phase, tokens_done, tokens_total, tokens_per_s, eta_s,
+        elapsed_s}``, or None once it is over. The one rule: it shows while the pass is unfinished and
+        no epoch of the current stage has been recorded (once epochs start, the epoch progress wins)."""
+        if self.epoch or self.status is RunStatus.QUEUED or '"progress"' not in self.info_json:
+            return None
+        return pass_progress_of(self.info.get("progress"))
 
     @property
     def info(self) -> dict[str, Any]:
@@ -151,6 +162,7 @@ class RunView:
                 latest_key(m): {k: m[k] for k in ("last", "last_epoch", "min", "min_epoch", "max", "max_epoch", "count")}
                 for m in latest
             },
+            "note": self.extras.get("note"),
             "error": self.error,
             "exit_code": self.exit_code,
             "retry_of": self.retry_of,
@@ -171,6 +183,30 @@ _DERIVED = frozenset({"status", "config", "config_json", "cancel_requested", "ta
 _COLUMNS = tuple(name for name in (f.name for f in fields(RunView)) if name not in _DERIVED)
 _OPTIONAL = ("started_at", "finished_at", "host", "pid", "gpu", "exit_code", "error", "stderr_tail", "retry_of",
              "stage_name", "total_epochs", "headline_key", "headline_value")
+
+
+PASS_KEYS = ("phase", "tokens_done", "tokens_total", "tokens_per_s", "eta_s", "elapsed_s")
+"""The fields of an ``info.progress`` record (``core.smollm2.progress.TokenProgress.record``)."""
+
+
+def pass_progress_of(info_progress: Any) -> dict[str, Any] | None:
+    """An unfinished pass's record (its :data:`PASS_KEYS`, numbers checked), or None when it is over,
+    missing or not such a record (info is free-form: a damaged one must not break a listing)."""
+    if not isinstance(info_progress, Mapping):
+        return None
+    done, total = info_progress.get("tokens_done"), info_progress.get("tokens_total")
+    if not _is_number(done) or not _is_number(total) or total <= 0 or done >= total:
+        return None
+    record = {key: info_progress.get(key) for key in PASS_KEYS}
+    for key in ("tokens_per_s", "eta_s", "elapsed_s"):
+        if not _is_number(record[key]):
+            record[key] = None
+    record["phase"] = str(record["phase"] or "pass")
+    return record
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def headline_of(key: str | None, value: float | None, running_best: float | None) -> float | None:

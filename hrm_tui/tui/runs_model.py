@@ -199,11 +199,19 @@ def progress_bar(done: int, total: int | None, width: int = BAR_WIDTH) -> Text:
     return Text.assemble(("█" * filled, "green"), ("░" * (width - filled), "grey35"))
 
 
+def progress_done(row: RunView) -> tuple[int, int | None]:
+    """(done, total) behind the bar: the pass's tokens before the first epoch, else the epochs."""
+    passing = row.pass_progress
+    if passing is not None:
+        return int(passing["tokens_done"]), int(passing["tokens_total"])
+    return row.epoch, row.total_epochs
+
+
 def progress_cell(row: RunView) -> Text:
-    text = progress_text(row.progress)
+    text = progress_text(row.progress, live=row.is_live and row.status.is_active)
     if text == "—":
         return Text("—", style="dim")
-    return Text.assemble(f"{text} ", progress_bar(row.epoch, row.total_epochs))
+    return Text.assemble(f"{text} ", progress_bar(*progress_done(row)))
 
 
 def config_cell(row: RunView, spec: dict[str, str | None]) -> Text:

@@ -21,7 +21,7 @@ from core.registry.attempt_view import checkpoint_record
 from core.registry.attempt_view import describe as describe_attempts
 from hrm_tui import render
 from hrm_tui.tui.messages import LogsArrived, MetricsArrived, RunsChanged
-from hrm_tui.tui.runs_model import progress_bar, status_cell
+from hrm_tui.tui.runs_model import progress_bar, progress_done, status_cell
 from hrm_tui.tui.screens.base import RUN_ACTION_BINDINGS, RUN_ACTION_PALETTE, HrmScreen
 from hrm_tui.tui.series import ALL_STAGES, RunSeries
 from hrm_tui.tui.widgets.layer_heatmap import LayerHeatmap
@@ -185,8 +185,9 @@ class RunScreen(HrmScreen):
         if row is None:
             return
         head = Text.assemble((f"run {row.id} ", "bold"), (row.experiment, "bold"), f" ({row.variant})  ",
-                             status_cell(row), "  ", render.progress_text(row.progress), " ",
-                             progress_bar(row.epoch, row.total_epochs, width=10))
+                             status_cell(row), "  ",
+                             render.progress_text(row.progress, live=row.is_live and row.status.is_active), " ",
+                             progress_bar(*progress_done(row), width=10))
         if row.stage_name:
             head.append(f"  {row.stage_name}", style="italic")
         if row.headline is not None:

@@ -41,6 +41,8 @@ DROP_ORDER = ("gpu", "variant", "experiment", "elapsed")
 """Columns given up, in this order, when the terminal is too narrow for the rest (``experiment`` only
 while every listed run has the same one: the status line names it then)."""
 CONFIG_MIN = 18
+PASS_WIDTH = len("base 41% 34 tok/s ETA 12m")
+"""The progress text of a run in its pass (longer ones end in an ellipsis)."""
 STRIP_CACHE = 512
 """Rendered rows kept (about a dozen screens); rendering a row costs ~0.3 ms, a cached one nothing."""
 
@@ -182,10 +184,15 @@ class RunTable(ScrollView, can_focus=True):
         self.virtual_size = Size(need(keys), len(self.rows) + 1)
 
     def _progress_width(self) -> int:
-        """Room for ``s2 ep 100/100`` plus the bar, from the largest epoch total and stage listed."""
+        """Room for ``s2 ep 100/100`` plus the bar, from the largest epoch total and stage listed; while a
+        listed run is in a pass before its epochs, room for ``base 41% 34 tok/s ETA 12m`` (a fixed width:
+        a changing rate must not move the columns)."""
         digits = max((len(str(r.total_epochs or r.epoch)) for r in self.rows), default=1)
         staged = any(r.stage for r in self.rows)
-        return max(len("progress"), 4 + 2 * digits + (3 if staged else 0)) + 1 + cells.BAR_WIDTH
+        text = max(len("progress"), 4 + 2 * digits + (3 if staged else 0))
+        if any(not r.epoch and r.pass_progress is not None for r in self.rows[:5000]):
+            text = max(text, PASS_WIDTH)
+        return text + 1 + cells.BAR_WIDTH
 
     # --- rendering --------------------------------------------------------------------------
 
