@@ -9,7 +9,8 @@ val_ppl: metric rows + latest-metric upkeep + the run's progress) and the per-la
 (``emit.epoch(..., layers=...)``), one committed transaction per epoch. The former pattern (an
 ``epoch`` event, then a ``layers`` event: two commits) is measured alongside for comparison.
 Measured in both durability modes (``HRM_DURABILITY`` normal and full), against two baselines in
-the same run: MLflow's ``log_batch`` of the same numbers
+the same run, all timed run by run in rotating order (a shared machine's load falls on all alike),
+as wall-clock epochs/s and as CPU µs per epoch (the steadier figure on a loaded machine): MLflow's ``log_batch`` of the same numbers
 once per epoch on its SQLite store (``pip install -e .[bench]``; SQLite's default
 ``synchronous=FULL``, so hrm's ``full`` is the equal-durability comparison), and raw ``sqlite3``
 in WAL mode inserting the same rows with one commit per epoch at the same ``synchronous`` setting.
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,10 +46,16 @@ def _epoch_values(epoch: int, layers: int) -> tuple[dict[str, float], dict[int, 
     return run_level, {layer: {"loss": 1.0 / (epoch + layer)} for layer in range(1, layers + 1)}
 
 
-def ingest_hrm(db_path: Path, runs: int, epochs: int, layers: int, durability: str, *,
-               separate: bool = False) -> float:
-    """Epochs per second through the worker's numbered emitter: one committed event per epoch
-    (``separate``: the former two, an epoch event and a layers event)."""
+# Each contender is set up once (untimed) and returns ``(one_run, close)``: ``one_run(i)`` ingests all
+# epochs of its i-th run. The race below times the contenders run by run, in rotating order, so a
+# neighbour's burst of load on the shared machine falls on all of them alike.
+Contender = tuple[Callable[[int], None], Callable[[], None]]
+
+
+def hrm_contender(db_path: Path, runs: int, epochs: int, layers: int, durability: str, *,
+                  separate: bool = False) -> Contender:
+    """The worker's numbered emitter: one committed event per epoch (``separate``: the former two,
+    an epoch event and a layers event)."""
     os.environ["HRM_DURABILITY"] = durability
     try:
         db = open_database(db_path)
@@ -57,8 +65,9 @@ def ingest_hrm(db_path: Path, runs: int, epochs: int, layers: int, durability: s
     # Set up like the worker (once per run, before its first epoch); spools stay empty while the registry answers.
     emitters = [RegistryEmitter(db, run_id, spool_path=db_path.with_name(f"{db_path.stem}-spool-{run_id}.jsonl"))
                 for run_id in ids]
-    start = time.perf_counter()
-    for emit in emitters:
+
+    def one_run(index: int) -> None:
+        emit = emitters[index]
         for epoch in range(1, epochs + 1):
             run_level, per_layer = _epoch_values(epoch, layers)
             if separate:
@@ -66,17 +75,12 @@ def ingest_hrm(db_path: Path, runs: int, epochs: int, layers: int, durability: s
                 emit.layers(epoch, per_layer)
             else:
                 emit.epoch(epoch, run_level, total=epochs, layers=per_layer)
-    elapsed = time.perf_counter() - start
-    db.dispose()
-    return runs * epochs / elapsed
+
+    return one_run, db.dispose
 
 
-def ingest_hrm_separate(db_path: Path, runs: int, epochs: int, layers: int, durability: str) -> float:
-    return ingest_hrm(db_path, runs, epochs, layers, durability, separate=True)
-
-
-def ingest_raw_sqlite(db_path: Path, runs: int, epochs: int, layers: int, durability: str) -> float:
-    """Epochs per second of plain ``sqlite3``: the same rows, WAL, one commit per epoch (the floor)."""
+def raw_sqlite_contender(db_path: Path, runs: int, epochs: int, layers: int, durability: str) -> Contender:
+    """Plain ``sqlite3``: the same rows, WAL, one commit per epoch (the floor)."""
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
@@ -84,8 +88,9 @@ def ingest_raw_sqlite(db_path: Path, runs: int, epochs: int, layers: int, durabi
                  "epoch INTEGER, layer INTEGER, key TEXT, value REAL, is_nan INTEGER, ts REAL)")
     conn.execute("CREATE INDEX ix_metric_run_id_id ON metric (run_id, id)")
     sql = "INSERT INTO metric (run_id, kind, stage, epoch, layer, key, value, is_nan, ts) VALUES (?,?,?,?,?,?,?,?,?)"
-    start = time.perf_counter()
-    for run_id in range(1, runs + 1):
+
+    def one_run(index: int) -> None:
+        run_id = index + 1
         for epoch in range(1, epochs + 1):
             run_level, per_layer = _epoch_values(epoch, layers)
             now = time.time()
@@ -95,17 +100,16 @@ def ingest_raw_sqlite(db_path: Path, runs: int, epochs: int, layers: int, durabi
             conn.execute("BEGIN")
             conn.executemany(sql, rows)
             conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return runs * epochs / elapsed
+
+    return one_run, conn.close
 
 
-def ingest_mlflow(tmp: Path, runs: int, epochs: int, layers: int, durability: str) -> float | None:
-    """Epochs per second of MLflow: one ``log_batch`` of the epoch's numbers per epoch.
+def mlflow_contender(db_path: Path, runs: int, epochs: int, layers: int, durability: str) -> Contender | None:
+    """MLflow: one ``log_batch`` of the epoch's numbers per epoch, on its SQLite store.
 
     ``full`` is MLflow as shipped (SQLite's rollback journal, ``synchronous=FULL``); ``normal`` puts
-    its store in WAL + ``synchronous=NORMAL`` (a connect hook on SQLAlchemy's engines, removed after),
-    hrm's default, so both comparisons are at equal durability.
+    its store in WAL + ``synchronous=NORMAL`` (a connect hook on SQLAlchemy's engines for its file
+    only, removed on close), hrm's default, so both comparisons are at equal durability.
     """
     try:
         import logging
@@ -120,32 +124,70 @@ def ingest_mlflow(tmp: Path, runs: int, epochs: int, layers: int, durability: st
         return None
 
     def wal_normal(dbapi_connection, _record) -> None:
-        dbapi_connection.execute("PRAGMA journal_mode = WAL")
-        dbapi_connection.execute("PRAGMA synchronous = NORMAL")
+        files = [row[2] for row in dbapi_connection.execute("PRAGMA database_list")]
+        if str(db_path) in files:
+            dbapi_connection.execute("PRAGMA journal_mode = WAL")
+            dbapi_connection.execute("PRAGMA synchronous = NORMAL")
 
     if durability == "normal":
         event.listen(Engine, "connect", wal_normal)
-    try:
-        return _mlflow_rounds(MlflowClient(tracking_uri=f"sqlite:///{tmp / f'mlflow-{durability}.db'}"),
-                              Metric, runs, epochs, layers)
-    finally:
-        if durability == "normal":
-            event.remove(Engine, "connect", wal_normal)
-
-
-def _mlflow_rounds(client, Metric, runs: int, epochs: int, layers: int) -> float:
+    client = MlflowClient(tracking_uri=f"sqlite:///{db_path}")
     experiment = client.create_experiment("bench")
     run_ids = [client.create_run(experiment).info.run_id for _ in range(runs)]
-    start = time.perf_counter()
-    for run_id in run_ids:
+
+    def one_run(index: int) -> None:
         for epoch in range(1, epochs + 1):
             ts = int(time.time() * 1000)
             run_level, per_layer = _epoch_values(epoch, layers)
             batch = [Metric(k, v, ts, epoch) for k, v in run_level.items()]
             batch += [Metric(f"layer{layer}/{k}", v, ts, epoch) for layer, values in per_layer.items()
                       for k, v in values.items()]
-            client.log_batch(run_id, metrics=batch)
-    return runs * epochs / (time.perf_counter() - start)
+            client.log_batch(run_ids[index], metrics=batch)
+
+    def close() -> None:
+        if durability == "normal":
+            event.remove(Engine, "connect", wal_normal)
+
+    return one_run, close
+
+
+def ingest_race(tmp: Path, round_: int, mode: str, runs: int, mlflow_runs: int, epochs: int,
+                layers: int) -> dict[str, list[float]]:
+    """{contender: [epochs, wall s, CPU s]} for one durability mode, timed run by run in rotating order.
+
+    MLflow (``mlflow_runs`` > 0; it is ~100× slower) runs one of its runs after every
+    ``runs // mlflow_runs`` rounds of the others, so it too is measured at the same moments.
+    """
+    contenders: dict[str, Contender] = {
+        "hrm": hrm_contender(tmp / f"hrm-{mode}-{round_}.db", runs, epochs, layers, mode),
+        "raw": raw_sqlite_contender(tmp / f"raw-{mode}-{round_}.db", runs, epochs, layers, mode),
+        "hrm 2-event": hrm_contender(tmp / f"hrm2-{mode}-{round_}.db", runs, epochs, layers, mode, separate=True),
+    }
+    mlflow = mlflow_contender(tmp / f"mlflow-{mode}-{round_}.db", mlflow_runs, epochs, layers, mode) \
+        if mlflow_runs else None
+    totals = {name: [0.0, 0.0, 0.0] for name in [*contenders, *(["mlflow"] if mlflow else [])]}
+
+    def timed(name: str, one_run: Callable[[int], None], index: int) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        one_run(index)
+        total = totals[name]
+        total[0] += epochs
+        total[1] += time.perf_counter() - wall
+        total[2] += time.process_time() - cpu
+
+    names = list(contenders)
+    every = max(1, runs // mlflow_runs) if mlflow else 0
+    try:
+        for index in range(runs):
+            shift = index % len(names)
+            for name in names[shift:] + names[:shift]:
+                timed(name, contenders[name][0], index)
+            if mlflow and index % every == 0 and index // every < mlflow_runs:
+                timed("mlflow", mlflow[0], index // every)
+    finally:
+        for _, close in [*contenders.values(), *([mlflow] if mlflow else [])]:
+            close()
+    return totals
 
 
 _POLLING_READER = """
@@ -263,7 +305,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--skip-mlflow", action="store_true")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved ingest rounds (the best counts)")
+    parser.add_argument("--rounds", type=int, default=3, help="ingest rounds, fresh databases each (summed)")
     parser.add_argument("--ingest-only", action="store_true", help="stop after the ingest and WAL figures")
     parser.add_argument("--tmp", default=None, help="folder for the scratch databases (default: the system's)")
     args = parser.parse_args()
@@ -273,33 +315,34 @@ def main() -> None:
               f"each epoch = one numbered epoch event ({len(RUN_LEVEL)} run-level metrics, latest-metric upkeep, "
               f"progress, {args.layers} per-layer losses), one committed transaction; "
               f"'hrm 2-event' = the former epoch event + layers event, two commits")
-        # Interleaved rounds, best of each: on a shared machine the slowest rounds measure the neighbours.
-        rates: dict[str, float] = {}
+        totals: dict[str, dict[str, list[float]]] = {}
         for round_ in range(args.rounds):
             for mode in ("normal", "full"):
                 runs = args.runs if mode == "normal" else max(1, args.runs // 10)
-                for name, ingest in (("hrm", ingest_hrm), ("raw", ingest_raw_sqlite),
-                                     ("hrm 2-event", ingest_hrm_separate)):
-                    rate = ingest(tmp / f"{name}-{mode}-{round_}.db", runs, args.epochs, args.layers, mode)
-                    rates[f"{name} {mode}"] = max(rates.get(f"{name} {mode}", 0.0), rate)
-        mlflow: dict[str, float | None] = {}
-        for mode in ("normal", "full"):
-            mlflow[mode] = None if args.skip_mlflow else ingest_mlflow(
-                tmp, max(1, args.runs // (10 if mode == "normal" else 40)), args.epochs, args.layers, mode)
+                mlflow_runs = 0 if args.skip_mlflow else max(1, args.runs // (10 if mode == "normal" else 40))
+                race = ingest_race(tmp, round_, mode, runs, mlflow_runs, args.epochs, args.layers)
+                for name, (epochs, wall, cpu) in race.items():
+                    total = totals.setdefault(f"{name} {mode}", [0.0, 0.0, 0.0])
+                    total[0] += epochs
+                    total[1] += wall
+                    total[2] += cpu
+        rate = {name: epochs / wall for name, (epochs, wall, _) in totals.items()}
+        cpu_us = {name: cpu / epochs * 1e6 for name, (epochs, _, cpu) in totals.items()}
         rows_per_epoch = len(RUN_LEVEL) + args.layers
-        for name, rate in rates.items():
-            print(f"{name + ' ingest:':<28}{rate:>10,.0f} epochs/s ({rate * rows_per_epoch:>9,.0f} rows/s)")
+        for name in totals:
+            print(f"{name + ' ingest:':<28}{rate[name]:>10,.0f} epochs/s ({rate[name] * rows_per_epoch:>9,.0f} rows/s), "
+                  f"{cpu_us[name]:8.1f} CPU µs/epoch")
         for mode in ("normal", "full"):
-            print(f"hrm {mode} / raw sqlite3 WAL {mode}: {rates[f'hrm {mode}'] / rates[f'raw {mode}'] * 100:5.1f} %"
-                  f"   (target ≥ 50 %; one commit per epoch each; the 2-event pattern: "
-                  f"{rates[f'hrm 2-event {mode}'] / rates[f'raw {mode}'] * 100:.1f} %)")
+            hrm, raw, two = f"hrm {mode}", f"raw {mode}", f"hrm 2-event {mode}"
+            print(f"hrm {mode} / raw sqlite3 WAL {mode}: {rate[hrm] / rate[raw] * 100:5.1f} % of its epochs/s, "
+                  f"{cpu_us[raw] / cpu_us[hrm] * 100:5.1f} % by CPU   (target ≥ 50 %; one commit per epoch each; "
+                  f"the 2-event pattern: {rate[two] / rate[raw] * 100:.1f} %, {cpu_us[raw] / cpu_us[two] * 100:.1f} % by CPU)")
         for mode in ("normal", "full"):
-            if mlflow[mode]:
-                print(f"{'mlflow ' + mode + ' log_batch:':<28}{mlflow[mode]:>10,.0f} epochs/s "
-                      f"({mlflow[mode] * rows_per_epoch:>9,.0f} rows/s)")
-                print(f"ratio hrm {mode} / mlflow {mode} (equal durability): {rates[f'hrm {mode}'] / mlflow[mode]:6.1f}×"
-                      f"   (target ≥ 30×)")
-        if not args.skip_mlflow and not any(mlflow.values()):
+            if f"mlflow {mode}" in rate:
+                ratio, by_cpu = rate[f"hrm {mode}"] / rate[f"mlflow {mode}"], cpu_us[f"mlflow {mode}"] / cpu_us[f"hrm {mode}"]
+                print(f"ratio hrm {mode} / mlflow {mode} log_batch (equal durability): {ratio:6.1f}× epochs/s, "
+                      f"{by_cpu:6.1f}× by CPU   (target ≥ 30×)")
+        if not args.skip_mlflow and not any(name.startswith("mlflow") for name in totals):
             print("mlflow: not installed (pip install -e '.[bench]') — ratio not measured")
         peak, final = wal_under_burst(tmp / "burst.db")
         print(f"WAL under a write burst with 3 polling readers: peak {peak:.1f} MB, after {final:.1f} MB")
