@@ -410,6 +410,35 @@ class HrmApp(App[None]):
         self._confirm(f"Delete run {row.id} ({row.experiment}, {row.status}) and all its metrics?", "delete",
                       lambda: self.run_registry_action("delete", row.id, partial(_api().delete, self.db, row.id)))
 
+    def edit_tags(self, run_id: int | None) -> None:
+        """Ask for ``+a -b`` and change the run's tags (``core.api.edit_tags``)."""
+        row = self._require(run_id)
+        if row is None:
+            return
+        from hrm_tui.tui.screens.annotate import parse_tag_changes, tags_prompt
+
+        def save(text: str | None) -> None:
+            if text is not None:
+                add, remove = parse_tag_changes(text)
+                self.run_registry_action("tags", row.id, partial(_api().edit_tags, self.db, row.id, add=add,
+                                                                 remove=remove))
+
+        self.push_screen(tags_prompt(row.id, row.tags, _api().edit_tags_check), save)
+
+    def edit_note(self, run_id: int | None) -> None:
+        """Ask for the run's note (an empty one removes it) and save it (``core.api.set_note``)."""
+        row = self._require(run_id)
+        if row is None:
+            return
+        from hrm_tui.tui.screens.annotate import note_prompt
+
+        def save(text: str | None) -> None:
+            if text is not None and text.strip() != (row.extras.get("note") or ""):
+                self.run_registry_action("note", row.id, partial(_api().set_note, self.db, row.id,
+                                                                 text.strip() or None))
+
+        self.push_screen(note_prompt(row.id, row.extras.get("note")), save)
+
     def _registry_ready(self) -> bool:
         """False (and says so) while the registry is still being opened after a fast start."""
         if self.db is None:
@@ -456,6 +485,10 @@ class HrmApp(App[None]):
             return f"run {outcome.id} queued (retry of {message.run_id})"
         if message.verb == "delete":
             return f"run {message.run_id} deleted"
+        if message.verb == "tags":
+            return f"run {message.run_id} tags: {' '.join(outcome) if outcome else '(none)'}"
+        if message.verb == "note":
+            return f"run {message.run_id}: " + ("note saved" if getattr(outcome, "note", None) else "note removed")
         return f"run {outcome.id} queued ({outcome.experiment}, {outcome.variant})"
 
     # --- command palette ----------------------------------------------------------------------

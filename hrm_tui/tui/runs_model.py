@@ -7,7 +7,7 @@ table asks for the visible, ordered rows and for each row's cells.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -111,10 +111,12 @@ class RunsModel:
     def get(self, run_id: int) -> RunView | None:
         return self.rows.get(run_id)
 
-    def view(self, query: str = "", order: SortOrder = SortOrder()) -> list[RunView]:
-        """The rows matching ``query``, sorted by ``order``."""
+    def view(self, query: str = "", order: SortOrder = SortOrder(), *, only: Set[int] | None = None) -> list[RunView]:
+        """The rows matching ``query`` (and among ``only``, the runs an expression selected), sorted by ``order``."""
         terms = query.lower().split()
-        rows = [r for r in self.rows.values() if self._matches(r, terms)] if terms else list(self.rows.values())
+        rows = list(self.rows.values()) if only is None else [r for i, r in self.rows.items() if i in only]
+        if terms:
+            rows = [r for r in rows if self._matches(r, terms)]
         rows.sort(key=SORTS[order.column], reverse=order.descending)
         if order.column == "headline":  # runs without a headline go last either way
             rows = [r for r in rows if r.headline is not None] + [r for r in rows if r.headline is None]

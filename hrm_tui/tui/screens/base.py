@@ -26,6 +26,15 @@ RUN_ACTION_BINDINGS = [
     Binding("r", "retry", "retry"),
     Binding("d", "delete", "delete"),
 ]
+ANNOTATE_BINDINGS = [
+    Binding("t", "tags", "tags", show=False),
+    Binding("N", "note", "note", show=False),
+]
+"""Edit the run's tags (``+a -b``) and note after submit (in ``?`` and the palette; the footer stays short)."""
+ANNOTATE_PALETTE = [
+    ("tags", "Edit tags", "Add (+name) and remove (-name) tags of the selected run"),
+    ("note", "Edit note", "Write, change or (empty) remove the selected run's note"),
+]
 RUN_ACTION_PALETTE = [
     ("cancel", "Cancel run", "Cancel the selected run (queued: at once; running: SIGTERM via the scheduler)"),
     ("retry", "Retry run", "Queue a new run with the same experiment and config"),
@@ -129,6 +138,12 @@ class HrmScreen(Screen[None]):
 
     def action_delete(self) -> None:
         self.app.delete_run(self.current_run_id)
+
+    def action_tags(self) -> None:
+        self.app.edit_tags(self.current_run_id)
+
+    def action_note(self) -> None:
+        self.app.edit_note(self.current_run_id)
 
     def action_logs(self) -> None:
         if self.current_run_id is not None:

@@ -22,7 +22,13 @@ from core.registry.attempt_view import describe as describe_attempts
 from hrm_tui import render
 from hrm_tui.tui.messages import LogsArrived, MetricsArrived, RunsChanged
 from hrm_tui.tui.runs_model import progress_bar, progress_done, status_cell
-from hrm_tui.tui.screens.base import RUN_ACTION_BINDINGS, RUN_ACTION_PALETTE, HrmScreen
+from hrm_tui.tui.screens.base import (
+    ANNOTATE_BINDINGS,
+    ANNOTATE_PALETTE,
+    RUN_ACTION_BINDINGS,
+    RUN_ACTION_PALETTE,
+    HrmScreen,
+)
 from hrm_tui.tui.series import ALL_STAGES, RunSeries
 from hrm_tui.tui.widgets.layer_heatmap import LayerHeatmap
 from hrm_tui.tui.widgets.loss_chart import LossChart
@@ -41,12 +47,13 @@ class RunScreen(HrmScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "back"),
         *RUN_ACTION_BINDINGS,
+        *ANNOTATE_BINDINGS,
         Binding("right_square_bracket", "stage(1)", "next stage"),
         Binding("left_square_bracket", "stage(-1)", "previous stage", show=False),
         Binding("k", "layer_key", "layer key"),
         *(Binding(str(i + 1), f"tab('{name}')", name, show=False) for i, name in enumerate(TABS)),
     ]
-    PALETTE = [*RUN_ACTION_PALETTE, ("layer_key", "Next per-layer key", "Show the next per-layer metric")]
+    PALETTE = [*RUN_ACTION_PALETTE, *ANNOTATE_PALETTE, ("layer_key", "Next per-layer key", "Show the next per-layer metric")]
 
     def __init__(self, run_id: int) -> None:
         super().__init__(classes="run-screen")
@@ -203,6 +210,9 @@ class RunScreen(HrmScreen):
             info.append(f"checkpoint {where}  ")
         info.append("  ".join(f"{k}={render.fmt(v)}" for k, v in row.config.items()))
         lines = [head, info]
+        notes = annotation_line(row)
+        if notes is not None:
+            lines.append(notes)
         if row.error:
             lines.append(Text(f"error: {row.error}", style="red"))
         text = Text("\n").join(lines)
@@ -275,3 +285,18 @@ class RunScreen(HrmScreen):
 
     def action_tab(self, name: str) -> None:
         self.query_one("#run-tabs", TabbedContent).active = name
+
+
+def annotation_line(row) -> Text | None:
+    """``tags a, b  note …`` for the header (None when the run has neither: the header keeps its lines)."""
+    note = " ".join((row.extras.get("note") or "").split())
+    if not row.tags and not note:
+        return None
+    line = Text()
+    if row.tags:
+        line.append("tags ", style="dim")
+        line.append(", ".join(row.tags), style="bold magenta")
+    if note:
+        line.append("  note " if row.tags else "note ", style="dim")
+        line.append(note, style="italic")
+    return line
