@@ -172,3 +172,17 @@ async def test_dashboard_progress_column_and_run_view(registry, db_path):
         await settle(pilot)
         header = text_of(app.screen.query_one("#run-header"))
         assert "ep 1/3" in header and "base" not in header
+
+
+def test_follow_view_shows_the_pass_with_a_bar_of_tokens(registry):
+    import io
+
+    from rich.console import Console
+
+    db, ids = registry
+    record = api.list_records(db, ids=[ids["passing"]])[0]
+    console = Console(width=120, file=io.StringIO(), color_system=None)
+    console.print(render.follow_view(record, [], {}, []))
+    out = console.file.getvalue()
+    assert "running  base 41% 34 tok/s ETA 12m" in out
+    assert "━" in out and "frozen base pass 4,100/10,000 tokens (41%), 34 tok/s, ETA 12m05s" in out
