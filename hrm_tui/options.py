@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic.fields import FieldInfo
 
-from core.experiments import ExperimentConfig
+from core.facade import ExperimentConfig
 from core.experiments.schema import bounds_text, field_choices, unwrap_optional
 
 

@@ -72,3 +72,41 @@ def test_the_sql_contract_covers_every_module_outside_the_registry():
     contract = _contract("SQL lives only in core.registry")
     assert set(contract["source_modules"]) == children | {"hrm_tui"}
     assert set(SQL_LIBRARIES) <= set(contract["forbidden_modules"])
+
+
+# --- the front ends go through the façade ------------------------------------------------------
+
+FRONT_END_MAY_IMPORT = {
+    "core.api", "core.facade", "core.errors", "core.compare", "core.experiments.schema",
+    "core.registry.view", "core.registry.status", "core.registry.attempt_view",
+}
+"""Issue #10: the façade (``core.api`` and its lazy part ``core.facade``), the errors, the comparison tables,
+the experiment schema and the registry's view types."""
+
+
+def test_the_front_ends_import_only_the_facade_and_the_view_types():
+    graph = _import_graph()
+    front = {"hrm_tui"} | set(graph.find_descendants("hrm_tui"))
+    reached = {(m, i) for m in front for i in graph.find_modules_directly_imported_by(m)
+               if i == "core" or i.startswith("core.")}
+    assert sorted((m, i) for m, i in reached if i not in FRONT_END_MAY_IMPORT) == []
+
+
+def test_the_facade_contract_forbids_every_other_core_module():
+    """The import-linter allow-list is a ``forbidden`` list: it must name every module beside the allowed ones."""
+    graph = _import_graph()
+    packages = {"core", "core.registry", "core.experiments"}
+    others = {c for p in packages for c in graph.find_children(p)} - FRONT_END_MAY_IMPORT - packages
+    contract = _contract("front ends go through the facade")
+    assert contract["source_modules"] == ["hrm_tui"]
+    assert set(contract["forbidden_modules"]) - {"sqlalchemy", "sqlmodel"} == others
+
+
+def test_the_facade_resolves_every_name_it_offers():
+    code = ("import sys, core.facade as f\n"
+            "heavy = sorted(m for m in ('sqlalchemy', 'pydantic', 'core.api', 'core.experiments') if m in sys.modules)\n"
+            "missing = [n for n in f.__all__ if getattr(f, n, None) is None]\n"
+            "print(heavy, missing)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] []"  # importing it loads nothing heavy; each name is there on first use

@@ -187,7 +187,7 @@ def _user_error_code(exc: BaseException) -> Optional[int]:
         if cls is not None and isinstance(exc, cls):
             return 1
     if isinstance(exc, ModuleNotFoundError):
-        from core.extras import missing_extra
+        from core.facade import missing_extra
 
         if missing_extra(exc):
             return 1
@@ -237,7 +237,7 @@ class OneLineErrors(LazyCommands):
             if code is None:
                 raise
             if isinstance(exc, ModuleNotFoundError):  # an optional extra: say which one to install
-                from core.extras import missing_extra
+                from core.facade import missing_extra
 
                 exc = missing_extra(exc)
             print(f"error: {one_line(str(exc))}", file=sys.stderr)

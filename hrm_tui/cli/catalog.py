@@ -30,7 +30,7 @@ def experiments(json_out: JsonOption = False) -> None:
 
 def _describe_catalog() -> tuple[list[dict], list[str]]:
     """The catalog as JSON-ready entries, and one warning line per plugin that could not be loaded."""
-    from core.experiments import catalog, plugin_problems
+    from core.facade import catalog, plugin_problems
     from core.experiments.schema import describe
 
     entries = [describe(e) for e in catalog().values()]

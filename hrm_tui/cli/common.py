@@ -16,7 +16,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from core.registry import Database
+    from core.api import Database
 
 DbOption = Annotated[Optional[str], typer.Option(
     "--db", show_default="root --db, $HRM_DB or ./runs.db", help="registry path or SQLAlchemy URL")]

@@ -186,7 +186,7 @@ def compare(
     if where:
         api.check_filter(where)
     if sort:
-        from core.sweep_search import parse_objective
+        from core.facade import parse_objective
 
         parse_objective(sort)
     database = _db(ctx, db)
@@ -204,11 +204,11 @@ def compare(
                                         f"--where {where!r}" if where else "") if x)
             raise api.UserError(f"no runs with {what} in {database.safe_url}", 1)
     if tag and not sort:
-        from core.sweep_search import recorded_objective
+        from core.facade import recorded_objective
 
         sort = recorded_objective(database, tag)  # a --search sweep: its trials best first
     if sort:
-        from core.sweep_search import rank_records
+        from core.facade import rank_records
 
         records = rank_records(records, sort)
     if baseline is not None and baseline not in {r["id"] for r in records}:
@@ -257,7 +257,7 @@ def _parse_use(values: Optional[list[str]]) -> dict[str, int]:
 
 
 def _compare_report(ctx, report, exp, variant, tag, fmt, out, check, use, db) -> None:
-    from core.reproduce import compare_report
+    from core.facade import compare_report
 
     database = _db(ctx, db)
     result = compare_report(database, report, variant=variant, exps=exp, tag=tag, use=use)
@@ -286,12 +286,12 @@ def reproduce(
     db: DbOption = None,
 ) -> None:
     """Queue every run needed to regenerate a report's tables (tag reproduce-<report>-<variant>)."""
-    from core.reproduce import plan_reproduce, queue_reproduce, reproduce_tag
+    from core.facade import plan_reproduce, queue_reproduce, reproduce_tag
 
     items = plan_reproduce(report, variant.value, only)
     tag = reproduce_tag(report, variant.value)
     if dry_run:
-        from core.experiments import catalog
+        from core.facade import catalog
 
         table = RichTable(title=f"would queue (tag {tag})", title_justify="left", header_style="bold")
         for col in ("exp", "key", "experiment", "config"):
@@ -342,7 +342,7 @@ def report_cmd(
     db: DbOption = None,
 ) -> None:
     """Write the report regenerated with our numbers: markdown, published vs ours, quirks, PNG plots."""
-    from core.report import write_report
+    from core.facade import write_report
 
     out = out_path(out)
     try:
@@ -382,7 +382,7 @@ def sweep(
     With --search random|tpe, Optuna proposes the configs instead: the command stays in the foreground,
     queues trials through the scheduler and tells Optuna each result (re-run with --tag T to resume).
     """
-    from core.sweep import plan_sweep, queue_sweep
+    from core.facade import plan_sweep, queue_sweep
 
     if search is not None:
         if seeds is not None:

@@ -28,7 +28,7 @@ class FollowInterrupted(Exception):
 
 def follow(ctx: typer.Context, run_id: RunIdArgument, db: DbOption = None) -> None:
     """Watch a run live until it ends (Ctrl-C stops watching, not the run)."""
-    from core.registry import RunStatus
+    from core.registry.status import RunStatus
 
     database = registry(ctx, db)
     from core import api

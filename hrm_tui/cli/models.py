@@ -28,7 +28,7 @@ def fetch(
     force: Annotated[bool, typer.Option("--force", help="download again even when a verified copy is cached")] = False,
 ) -> None:
     """Download a model into the cache (checksum verified); prints its path."""
-    from core import models_fetch
+    from core.facade import models_fetch
 
     model = models_fetch.lookup(name)  # an unknown name: one line, exit 2, before any download
     progress, finish = _progress_bar(model.size)
@@ -46,7 +46,7 @@ def fetch(
 @models_app.command("list", cls=HrmCommand)
 def list_models() -> None:
     """The models `hrm models fetch` knows, and where each one is cached."""
-    from core import models_fetch
+    from core.facade import models_fetch
 
     for name, model in models_fetch.MODELS.items():
         found = models_fetch.cached(name)

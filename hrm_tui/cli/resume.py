@@ -23,7 +23,7 @@ def resume(
     The run is queued again as its next attempt; what the dead attempt recorded after the checkpoint is replaced, so its metrics continue as one series. `hrm show RUN_ID` lists every attempt.
     """
     from core import api
-    from core.registry import RunStatus
+    from core.registry.status import RunStatus
 
     if follow and wait:
         raise api.UserError("--follow and --wait cannot be combined", 2)
@@ -51,7 +51,7 @@ def gc(
 ) -> None:
     """Remove checkpoints completed runs no longer need (all but the best and the last) and folders of deleted runs."""
     from core import api
-    from core.run_gc import human_bytes
+    from core.facade import human_bytes
 
     report = api.gc(registry(ctx, db), dry_run=dry_run)
     if as_json:

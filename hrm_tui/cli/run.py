@@ -49,12 +49,12 @@ def _common_run_parameters() -> list[inspect.Parameter]:
 
 def make_run_command(name: str):
     """The ``hrm run NAME`` command function, its options generated from the experiment's config."""
-    from core.fastsubmit import builtin_experiment
+    from core.facade import builtin_experiment
     from hrm_tui.options import option_parameters, plain_values, with_signature
 
     experiment = builtin_experiment(name)
     if experiment is None:
-        from core.experiments import get_experiment
+        from core.facade import get_experiment
 
         experiment = get_experiment(name)
 
@@ -108,7 +108,7 @@ def _after_queue(db, run_id: int, *, follow: bool, wait: bool) -> None:
     if not (wait or follow):
         return
     from core import api
-    from core.registry import RunStatus
+    from core.registry.status import RunStatus
 
     if wait and not follow:
         from hrm_tui.cli.follow import result_line
@@ -128,12 +128,12 @@ def _queue_fast(ctx: typer.Context, name: str, values: dict[str, Any], db_arg: O
     (``core.fastsubmit``, ``core.registry.fastwrite``): the same checks, row and messages as the full
     path, in a fraction of its start-up. Returns (registry or None, run id), or None when the full path
     must run (another experiment, a registry to create or migrate, a server URL)."""
-    from core.fastsubmit import builtin_experiment, checked_config
+    from core.facade import builtin_experiment, checked_config
 
     experiment = builtin_experiment(name)
     if experiment is None:
         return None
-    from core.registry import fastwrite
+    from core.facade import fastwrite
 
     fast = fastwrite.connect(db_arg)
     if fast is None:
@@ -195,18 +195,18 @@ class ExperimentCommands(PlainHelp, TyperGroup):
     _listing = False
 
     def list_commands(self, ctx) -> list[str]:
-        from core.experiments import catalog
+        from core.facade import catalog
 
         return list(catalog())
 
     def get_command(self, ctx, cmd_name: str):
         if cmd_name in self.commands:
             return self.commands[cmd_name]
-        from core.fastsubmit import builtin_experiment
+        from core.facade import builtin_experiment
 
         experiment = None if self._listing else builtin_experiment(cmd_name)  # not the whole catalog
         if experiment is None:
-            from core.experiments import catalog
+            from core.facade import catalog
 
             experiment = catalog().get(cmd_name)
         if experiment is None:
@@ -232,7 +232,7 @@ class ExperimentCommands(PlainHelp, TyperGroup):
 def _refuse_broken_plugin(name: str) -> None:
     """A plugin experiment that failed to load: say why in one line instead of 'No such command'."""
     from core import api
-    from core.experiments import UnknownExperiment, plugin_problems
+    from core.facade import UnknownExperiment, plugin_problems
 
     if any(problem.name == name for problem in plugin_problems()):
         raise api.UserError(str(UnknownExperiment(name)), 2)

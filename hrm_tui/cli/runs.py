@@ -84,7 +84,7 @@ def list_runs(
 
 def _read_listing(ctx, db, filters, limit, offset) -> tuple[list[dict], int]:
     """(records, number matching the filters), by the stdlib reader when the registry allows it."""
-    from core.registry import fastread
+    from core.facade import fastread
 
     conn = None if filters.get("where") else fastread.connect(db_target(ctx, db))
     if conn is not None:
@@ -120,7 +120,7 @@ def show(ctx: typer.Context, run_id: RunIdArgument, wide: WideOption = False, js
          db: DbOption = None) -> None:
     """A run in full: config, status, timings, per-epoch and per-layer tables, analysis tables."""
     if json_out:
-        from core.registry import fastread
+        from core.facade import fastread
 
         conn = fastread.connect(db_target(ctx, db))
         if conn is not None:
@@ -168,7 +168,7 @@ def show(ctx: typer.Context, run_id: RunIdArgument, wide: WideOption = False, js
 
 def _label(ctx, db) -> str:
     """The registry as ``core.api`` names it in messages (a ``sqlite:///`` URL of the absolute path)."""
-    from core.registry import fastread
+    from core.facade import fastread
 
     return f"sqlite:///{fastread.sqlite_file(db_target(ctx, db)).resolve()}"
 
@@ -203,7 +203,7 @@ def cancel(
 ) -> None:
     """Cancel a run (graceful SIGTERM, then SIGKILL after a grace period)."""
     from core import api
-    from core.registry import RunStatus
+    from core.registry.status import RunStatus
 
     run = api.cancel(registry(ctx, db), run_id, force=force)
     word = "cancelled" if run.status == RunStatus.CANCELLED.value else "cancel requested"

@@ -14,7 +14,7 @@ def search_sweep(ctx, experiment: str, params: list[str], *, fixed: list[str], s
                  tag: Optional[str], priority: int, dry_run: bool, start: bool, json_out: bool, db) -> None:
     """Validate the search, then drive it in the foreground: queue trials, tell Optuna each result."""
     from core import api
-    from core.sweep_search import Event, plan_search, ranked_trials, run_search
+    from core.facade import Event, plan_search, ranked_trials, run_search
 
     if not objective:
         raise api.UserError("--search needs --objective KEY:min|max (e.g. val_ppl:min)", 2)

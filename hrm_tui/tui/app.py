@@ -86,7 +86,7 @@ class HrmApp(App[None]):
         if db is not None and not isinstance(db, (str, os.PathLike)):
             self.db = db
         else:
-            from core.registry import fastread
+            from core.facade import fastread
 
             target = None if db is None else str(db)
             conn = fastread.connect(target)
@@ -122,7 +122,7 @@ class HrmApp(App[None]):
 
     def _registry_path(self):
         if self.db is None:
-            from core.registry import fastread
+            from core.facade import fastread
 
             return fastread.sqlite_file(self._target).resolve()
         from core import api

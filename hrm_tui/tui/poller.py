@@ -66,7 +66,7 @@ class PollResult:
 def first_page(target: str | None, limit: int) -> PollResult | None:
     """The newest ``limit`` runs read with the standard library alone (a current SQLite registry), so the
     dashboard shows rows before ``core.api`` and SQLAlchemy are even imported; None: no such fast path."""
-    from core.registry import fastread
+    from core.facade import fastread
 
     conn = fastread.connect(target)
     if conn is None:
