@@ -6,8 +6,8 @@
 
     with hrm.init(experiment="my-exp", config={"lr": 1e-3, "layers": 4}, tags=["sweep-1"]) as run:
         for epoch in range(1, 11):
-            run.log_epoch(epoch, {"train_loss": ..., "val_ppl": ...}, total=10)
-            run.log_layers(epoch, {1: {"loss": ...}, 2: {"loss": ...}})
+            run.log_epoch(epoch, {"train_loss": ..., "val_ppl": ...}, total=10,
+                          layers={1: {"loss": ...}, 2: {"loss": ...}})  # one event: epoch + its layers
         run.summary({"best_val_ppl": ...})
 
 Inside ``hrm exec`` the client attaches to the run the worker started (``$HRM_RUN_ID``, ``$HRM_DB``);
