@@ -681,7 +681,7 @@ def gc(db: Database, *, dry_run: bool = False):
 def plugin_problems() -> list[str]:
     """One line per ``hrm.experiments`` / ``hrm.reports`` entry point that was skipped, and why."""
     from core.experiments import plugin_problems as experiment_problems
-    from core.plugins import report_plugins
+    from core.published import report_plugins
 
     return [p.line() for p in (*experiment_problems(), *report_plugins()[1])]
 

@@ -60,7 +60,7 @@ def _line(exc: BaseException) -> str:
 
 def check_plugins() -> list[Check]:
     from core import experiments
-    from core.plugins import report_plugins
+    from core.published import report_plugins
 
     checks: list[Check] = []
     catalog = experiments.catalog()

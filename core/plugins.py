@@ -9,9 +9,10 @@ A package declares, in its ``pyproject.toml``::
 
 and after ``pip install`` the CLI, the scheduler, the worker and the dashboard all see it, because
 they all resolve names through :func:`core.experiments.catalog` and :func:`core.published.load`,
-which call :func:`load_group` here. A plugin that fails to import, exports the wrong kind of
-object or clashes with a built-in is skipped and described by one :class:`PluginProblem`; it never
-breaks the rest of the catalog.
+which call :func:`load_group` here (reports through :func:`core.published.report_plugins`: the
+published package owns every published-numbers document, and this module never imports it). A
+plugin that fails to import, exports the wrong kind of object or clashes with a built-in is skipped
+and described by one :class:`PluginProblem`; it never breaks the rest of the catalog.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def entry_points(group: str) -> list[Any]:
     return [unique[key] for key in sorted(unique)]
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -109,7 +109,7 @@ def load_group(group: str, check: Callable[[str, Any], str | None], *, reserved:
         try:
             obj = ep.load()
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin must not break the catalog
-            problem(f"failed to import: {_first_line(exc)}")
+            problem(f"failed to import: {first_line(exc)}")
             continue
         message = check(ep.name, obj)
         if message:
@@ -142,31 +142,7 @@ def report_document(obj: Any) -> dict[str, Any]:
     raise TypeError(f"expected a dict, a JSON path or a callable, got {type(obj).__name__}")
 
 
-@cache
-def report_plugins() -> tuple[dict[str, dict[str, Any]], list[PluginProblem]]:
-    """Published-numbers documents of installed plugins by report id, and the entry points skipped."""
-    from core import published
-
-    docs: dict[str, dict[str, Any]] = {}
-
-    def check(name: str, obj: Any) -> str | None:
-        try:
-            doc = report_document(obj)
-            problems = _schema_problems(doc, published.PUBLISHED_SCHEMA) or published.check(doc)
-        except Exception as exc:  # noqa: BLE001 - a malformed document is the plugin's problem, reported
-            return f"invalid report document: {_first_line(exc)}"
-        if problems:
-            return f"invalid report document: {problems[0]}"
-        if doc.get("report") != name:
-            return f"the entry point is named {name!r} but the document says report {doc.get('report')!r}"
-        docs[name] = doc
-        return None
-
-    _, problems = load_group(REPORT_GROUP, check, reserved=set(published.REPORTS))
-    return docs, problems
-
-
-def _schema_problems(doc: Any, schema: dict[str, Any]) -> list[str]:
+def schema_problems(doc: Any, schema: dict[str, Any]) -> list[str]:
     """JSON-schema errors of ``doc`` (``jsonschema`` when installed, else the required top-level keys)."""
     if not isinstance(doc, dict):
         return ["not a JSON object"]

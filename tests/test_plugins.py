@@ -34,11 +34,11 @@ def _points(group: str, **targets: str) -> list[EntryPoint]:
 @pytest.fixture
 def fresh_catalog():
     experiments.catalog.cache_clear()
-    plugins.report_plugins.cache_clear()
+    published.report_plugins.cache_clear()
     published.load.cache_clear()
     yield
     experiments.catalog.cache_clear()
-    plugins.report_plugins.cache_clear()
+    published.report_plugins.cache_clear()
     published.load.cache_clear()
 
 
@@ -95,7 +95,7 @@ def test_report_plugin_document_is_validated(monkeypatch, fresh_catalog, tmp_pat
     monkeypatch.setattr(plugins, "entry_points", lambda group: fake if group == plugins.REPORT_GROUP else [])
     assert published.reports() == (*published.REPORTS, "lab")
     assert published.load("lab")["tables"] == good["tables"]
-    problems = {p.name: p.line() for p in plugins.report_plugins()[1]}
+    problems = {p.name: p.line() for p in published.report_plugins()[1]}
     assert "document says report 'other'" in problems["other-name"]
     assert "expected a dict, a JSON path or a callable" in problems["number"]
     with pytest.raises(published.PublishedError, match="report 'number' is not available"):

@@ -57,7 +57,10 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.plugins import PluginProblem
 
 PUBLISHED_SCHEMA_ID = "hrm.published/v1"
 REPORTS = ("000", "001", "002", "003", "004")
@@ -146,17 +149,37 @@ def parse_printed(text: str) -> Printed:
 def reports() -> tuple[str, ...]:
     """Every report ``load`` knows: the five seed reports (:data:`REPORTS`), then installed plugins'
     (entry point group ``hrm.reports``, see :mod:`core.plugins`)."""
-    from core.plugins import report_plugins
-
     return REPORTS + tuple(report_plugins()[0])
+
+
+@cache
+def report_plugins() -> tuple[dict[str, dict[str, Any]], list[PluginProblem]]:
+    """Published-numbers documents of installed plugins by report id, and the entry points skipped."""
+    from core.plugins import REPORT_GROUP, first_line, load_group, report_document, schema_problems
+
+    docs: dict[str, dict[str, Any]] = {}
+
+    def check_entry(name: str, obj: Any) -> str | None:
+        try:
+            doc = report_document(obj)
+            problems = schema_problems(doc, PUBLISHED_SCHEMA) or check(doc)
+        except Exception as exc:  # noqa: BLE001 - a malformed document is the plugin's problem, reported
+            return f"invalid report document: {first_line(exc)}"
+        if problems:
+            return f"invalid report document: {problems[0]}"
+        if doc.get("report") != name:
+            return f"the entry point is named {name!r} but the document says report {doc.get('report')!r}"
+        docs[name] = doc
+        return None
+
+    _, problems = load_group(REPORT_GROUP, check_entry, reserved=set(REPORTS))
+    return docs, problems
 
 
 @cache
 def load(report: str) -> dict[str, Any]:
     """The published-numbers document of ``report`` ("000" … "004", or a plugin's), validated."""
     if report not in REPORTS:
-        from core.plugins import report_plugins
-
         docs, problems = report_plugins()
         if report in docs:
             return docs[report]
