@@ -2,6 +2,8 @@
 
 Front ends parse input and render output; every decision about runs lives here or below.
 Errors a user can cause are :class:`UserError` (a one-line message, exit code 1 or 2).
+What this module cannot hold (the start-up-light paths, and reproduce/report/sweep/search, which
+import this module) the front ends reach through :mod:`core.facade`, loaded on first use.
 """
 
 from __future__ import annotations
