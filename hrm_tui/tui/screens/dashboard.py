@@ -271,7 +271,10 @@ class Dashboard(HrmScreen):
 
         try:
             api.check_filter(text)
+            deadline = time.monotonic() + 30.0
             while self.app.db is None:  # a fast start: the registry is still being opened
+                if time.monotonic() > deadline:
+                    raise UserError("the registry is not open yet: try the filter again in a moment", 1)
                 time.sleep(0.05)
             ids = frozenset(r.id for r in api.list_runs(self.app.db, where=text, enriched=False))
         except Exception as exc:  # a UserError says what is wrong with the text; anything else, in one line
