@@ -100,15 +100,16 @@ def test_a_slurm_job_completes_with_its_epoch_and_layer_rows(slurm_partition, re
     assert done.returncode == 0, done.stderr
     final = store.get_run(db, run.id)
     assert final.status == "completed", (final.error, final.stderr_tail)
-    assert final.executor == "slurm" and final.external_id and final.external_id.isdigit()
-    assert final.external_state == "COMPLETED" and final.exit_code == 0
-    assert job_state(final.external_id) in ("COMPLETED", "GONE")
+    seen = (final.executor, final.external_id, final.external_state, final.exit_code, done.stderr[-2000:])
+    assert final.executor == "slurm" and final.external_id and final.external_id.isdigit(), seen
+    assert final.external_state == "COMPLETED" and final.exit_code == 0, seen
+    assert job_state(final.external_id) in ("COMPLETED", "GONE"), seen
     epoch_rows = store.metrics(db, run.id, kind="epoch")
     layer_rows = store.metrics(db, run.id, kind="layer")
-    assert sorted({r["epoch"] for r in epoch_rows}) == [1, 2, 3]
-    assert sorted({(r["epoch"], r["layer"]) for r in layer_rows}) == [(e, i) for e in (1, 2, 3) for i in (1, 2)]
+    assert sorted({r["epoch"] for r in epoch_rows}) == [1, 2, 3], epoch_rows
+    assert sorted({(r["epoch"], r["layer"]) for r in layer_rows}) == [(e, i) for e in (1, 2, 3) for i in (1, 2)], layer_rows
     logged = [line["message"] for line in store.logs(db, run.id)]
-    assert f"submitted to Slurm as job {final.external_id} (partition {slurm_partition})" in logged
+    assert f"submitted to Slurm as job {final.external_id} (partition {slurm_partition})" in logged, logged
     # The worker's output (its stray prints) reached the registry: readable from any host.
     shown = hrm("--db", registry_url, "logs", str(run.id))
     assert shown.returncode == 0 and "stray print" in shown.stdout, shown.stdout + shown.stderr
@@ -118,7 +119,8 @@ def test_a_slurm_job_completes_with_its_epoch_and_layer_rows(slurm_partition, re
     assert listed["executor"] == {"name": "slurm", "job_id": final.external_id, "state": "COMPLETED"}
     # The registry URL went to the job through its environment, not its command line or script.
     script = next((db_dir for db_dir in _slurm_folder(db, run.id).glob("*_submission.sh")), None)
-    assert script is not None and "HRM_DB_URL" not in script.read_text() and registry_url not in script.read_text()
+    assert script is not None, list(_slurm_folder(db, run.id).iterdir())
+    assert "HRM_DB_URL" not in script.read_text() and registry_url not in script.read_text()
     print(f"\nslurm ({registry_url.split(':')[0]}): submit -> completed in {took:.1f} s (scheduler start to exit)")
     db.dispose()
 
