@@ -158,6 +158,36 @@ def test_epoch_without_layers_and_empty_layers_stay_plain_epoch_events(db, tmp_p
     assert store.get_run(db, run_id).epoch == 2
 
 
+def _wide_epoch(emit: RegistryEmitter) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    """An epoch of 3 + 40 × 4 = 163 rows (more than one multi-row statement holds), with NaN and ±inf."""
+    run_level = {"train_loss": math.nan, "val_loss": math.inf, "val_ppl": 7.5}
+    per_layer = {layer: {"loss": 1.0 / layer, "norm": float(layer), "cos": -math.inf if layer == 40 else 0.5,
+                         "gap": math.nan if layer == 1 else 0.0} for layer in range(1, 41)}
+    emit.epoch(1, run_level, total=1, layers=per_layer)
+    return run_level, per_layer
+
+
+def _assert_wide_epoch(db, run_id: int, run_level, per_layer) -> None:
+    rows = store.metrics(db, run_id)
+    expected = [("epoch", None, k, v) for k, v in run_level.items()]
+    expected += [("layer", layer, k, v) for layer, values in per_layer.items() for k, v in values.items()]
+    assert len(rows) == len(expected) == 163
+    for row, (kind, layer, key, value) in zip(rows, expected):  # in emission order
+        assert (row["kind"], row["layer"], row["key"]) == (kind, layer, key)
+        if math.isnan(value):
+            assert math.isnan(row["value"])
+        else:
+            assert row["value"] == (max(-1e308, min(1e308, value)))
+    latest = {r["key"]: r for r in store.latest_metrics(db, [run_id])[run_id]}
+    assert set(latest) == set(run_level) and latest["val_loss"]["last"] == 1e308
+
+
+def test_a_wide_epoch_spans_several_statements_in_order(db, tmp_path):
+    run_id = api.submit(db, "smoke", {}).id
+    emit = RegistryEmitter(db, run_id, spool_path=tmp_path / SPOOL_NAME)
+    _assert_wide_epoch(db, run_id, *_wide_epoch(emit))
+
+
 def test_recording_emitter_keeps_the_layers_event_after_its_epoch():
     emit = RecordingEmitter()
     emit.epoch(3, {"val_ppl": 9.0}, stage=2, total=4, layers={1: {"loss": 1.5}})
@@ -194,5 +224,8 @@ def test_combined_epoch_on_postgresql_replays_once(pg_url, tmp_path):  # noqa: F
         rows = store.metrics(db, run_id)
         assert len(rows) == 3 + LAYERS
         assert store.get_run(db, run_id).epoch == 1
+        wide_id = api.submit(db, "smoke", {}).id
+        wide = RegistryEmitter(db, wide_id, spool_path=tmp_path / "wide" / SPOOL_NAME)
+        _assert_wide_epoch(db, wide_id, *_wide_epoch(wide))
     finally:
         db.dispose()

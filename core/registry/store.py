@@ -13,6 +13,7 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
@@ -543,6 +544,32 @@ def _hot_sql(paramstyle: str, sql: str) -> str:
     return sql.replace("?", "%s") if paramstyle in ("format", "pyformat") else sql
 
 
+# An event's rows go in as one multi-row INSERT (one statement step instead of one per row: ~8 % of
+# an epoch's CPU), at most this many rows a statement: 900 parameters, under every SQLite build's limit.
+_ROWS_PER_STATEMENT = 100
+
+
+@functools.cache
+def _multi_row_sql(paramstyle: str, single_row_sql: str, rows: int) -> str:
+    """``single_row_sql`` (``INSERT ... VALUES (?, ...) [tail]``) with ``rows`` value tuples."""
+    values_at = single_row_sql.index("VALUES (") + len("VALUES ")
+    values_end = single_row_sql.index(")", values_at) + 1
+    values = single_row_sql[values_at:values_end]
+    sql = single_row_sql[:values_at] + ", ".join([values] * rows) + single_row_sql[values_end:]
+    return _hot_sql(paramstyle, sql)
+
+
+def _insert_rows(cursor, paramstyle: str, single_row_sql: str, rows: list[tuple]) -> None:
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows if len(rows) <= _ROWS_PER_STATEMENT else rows[start:start + _ROWS_PER_STATEMENT]
+        cursor.execute(_multi_row_sql(paramstyle, single_row_sql, len(chunk)), list(chain.from_iterable(chunk)))
+
+
+def _latest_rows(rows: list[tuple]) -> list[tuple]:
+    """LatestMetric upsert parameters of metric rows (value and epoch stand for last, min and max)."""
+    return [(r[0], r[2], r[5], r[6], r[3], r[6], r[3], r[6], r[3], r[8]) for r in rows]
+
+
 def _metric_rows(rows: list[tuple], run_id: int, kind: str, stage: int, epoch: int | None, layer: int | None,
                  metrics: Mapping[str, float], now: float) -> None:
     """Append one metric row per key to ``rows`` (NaN stored as NULL + ``is_nan``, ±inf clamped)."""
@@ -599,10 +626,9 @@ def append_metrics(
             if claiming and cursor.rowcount == 0:
                 return  # applied before (a replayed event), or no such run
         if rows:
-            cursor.executemany(_HOT_INSERT_METRIC if qmark else _hot_sql(style, _HOT_INSERT_METRIC), rows)
+            _insert_rows(cursor, style, _HOT_INSERT_METRIC, rows)
             if kind != "layer":
-                cursor.executemany(_HOT_UPSERT_LATEST if qmark else _hot_sql(style, _HOT_UPSERT_LATEST), [
-                    (r[0], r[2], r[5], r[6], r[3], r[6], r[3], r[6], r[3], r[8]) for r in rows])
+                _insert_rows(cursor, style, _HOT_UPSERT_LATEST, _latest_rows(rows))
         if kind == "summary" and stage == 0:
             cursor.execute(_hot_sql(style, "SELECT headline_key FROM run WHERE id = ?"), (run_id,))
             found = cursor.fetchone()
@@ -644,10 +670,9 @@ def append_epoch(
         if claiming and cursor.rowcount == 0:
             return  # applied before (a replayed event), or no such run
         if rows:
-            cursor.executemany(_HOT_INSERT_METRIC if qmark else _hot_sql(style, _HOT_INSERT_METRIC), rows)
+            _insert_rows(cursor, style, _HOT_INSERT_METRIC, rows)
         if run_level:
-            cursor.executemany(_HOT_UPSERT_LATEST if qmark else _hot_sql(style, _HOT_UPSERT_LATEST), [
-                (r[0], r[2], r[5], r[6], r[3], r[6], r[3], r[6], r[3], r[8]) for r in rows[:run_level]])
+            _insert_rows(cursor, style, _HOT_UPSERT_LATEST, _latest_rows(rows[:run_level]))
 
 
 def set_stage(db: Database, run_id: int, stage: int, name: str, epochs: int | None, *, seq: int | None = None) -> None:
