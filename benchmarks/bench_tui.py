@@ -287,6 +287,11 @@ def idle(args: argparse.Namespace) -> None:
             time.sleep(0.1)
         results = {name: idle_session(tree, path, run_id) for name, tree in trees.items()}
     finally:
+        api.cancel(db, run_id)  # the worker outlives its scheduler by design: stop the training run first
+        deadline = time.monotonic() + 30
+        while api.require_run(db, run_id).status not in ("cancelled", "completed", "failed", "lost") \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
         os.killpg(scheduler.pid, signal.SIGTERM)
         scheduler.wait(timeout=30)
     print(f"idle dashboard over {args.runs:,} runs + 1 training smoke run (load average {os.getloadavg()[0]:.1f} "
