@@ -6,7 +6,6 @@ partition), a scheduler restart and a controller outage. Skipped unless root wit
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,25 +25,22 @@ def hrm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           env=subprocess_env(), timeout=timeout)
 
 
-_STARTED: list[subprocess.Popen] = []
-
-
-def _hrm_jobs() -> set[str]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True).stdout if shutil.which(
-        "squeue") else ""
-    return {line.split()[0] for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].startswith("hrm-")}
+_STARTED: list[tuple[subprocess.Popen, str]] = []
 
 
 @pytest.fixture(autouse=True)
 def _nothing_left_behind():
-    """Whatever a test ends with, the schedulers it started are stopped and the jobs they submitted cancelled."""
-    before = _hrm_jobs()
+    """Whatever a test ends with, the schedulers it started are stopped and their runs' jobs cancelled
+    (only those: other sessions may use the same Slurm)."""
     yield
     while _STARTED:
-        stop(_STARTED.pop())
-    left = _hrm_jobs() - before
-    if left:
-        subprocess.run(["scancel", *sorted(left)], capture_output=True)
+        proc, url = _STARTED.pop()
+        stop(proc)
+        db = open_database(url)
+        jobs = [r.external_id for r in store.list_runs(db) if getattr(r, "external_id", None)]
+        db.dispose()
+        if jobs:
+            subprocess.run(["scancel", *jobs], capture_output=True)
 
 
 def slurm_scheduler(url: str, partition: str, *extra: str, stderr=subprocess.PIPE) -> subprocess.Popen:
@@ -53,7 +49,7 @@ def slurm_scheduler(url: str, partition: str, *extra: str, stderr=subprocess.PIP
                              "--partition", partition, "--stale-after", "30", *extra],
                             env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=stderr, text=True,
                             start_new_session=True)
-    _STARTED.append(proc)
+    _STARTED.append((proc, url))
     return proc
 
 
