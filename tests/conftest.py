@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -83,6 +84,17 @@ def run_scheduler_once(db_url: str, *extra: str, timeout: float = 120) -> subpro
 def start_scheduler(db_url: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(scheduler_cmd(db_url, *extra), env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, 20 s to exit cleanly, then SIGKILL: a scheduler under test never outlives its test."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):

@@ -20,7 +20,7 @@ from core.registry import RunStatus, open_database, store
 from core.registry.emitter import SPOOL_NAME, RegistryEmitter, apply_event, replay_spool
 from core.registry.output import append_output, output_since, ship_file
 from core.scheduler import Executor, Scheduler, Slots
-from tests.conftest import ROOT, scheduler_cmd, status_of, subprocess_env, wait_for
+from tests.conftest import ROOT, scheduler_cmd, status_of, stop_process, subprocess_env, wait_for
 from tests.pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
 
 HRM = str(Path(sys.executable).with_name("hrm"))
@@ -31,16 +31,6 @@ def start(url: str, log: Path, *extra: str, env: dict | None = None, cwd=None) -
     with log.open("ab") as out:
         return subprocess.Popen(scheduler_cmd(url, *extra), env={**subprocess_env(), **(env or {})},
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def epoch_rows(db, run_id):
@@ -74,7 +64,7 @@ def test_sigkill_of_the_worker_mid_epoch_keeps_every_whole_event(db, tmp_path):
         os.kill(store.get_run(db, run.id).pid, signal.SIGKILL)
         wait_for(lambda: status_of(db, run.id) == "failed")
     finally:
-        stop(scheduler)
+        stop_process(scheduler)
     final = store.get_run(db, run.id)
     assert "SIGKILL" in final.error and final.exit_code == -signal.SIGKILL
     epochs = {r["epoch"] for r in epoch_rows(db, run.id)}
@@ -99,7 +89,7 @@ def test_a_sigstopped_worker_goes_stale_and_is_lost(db, tmp_path):
         wait_for(lambda: process_state(pid) == "gone", timeout=10)
         assert scheduler.poll() is None, "the scheduler goes on"
     finally:
-        stop(scheduler)
+        stop_process(scheduler)
     final = store.get_run(db, run.id)
     assert took < 2 + 4, f"lost after {took:.1f} s with a 2 s stale window"
     assert "no worker heartbeat" in final.error and "stopped (SIGSTOP)" in final.error and "killed" in final.error
@@ -126,7 +116,7 @@ def test_sigkill_of_the_scheduler_with_runs_in_flight_then_restart(db, tmp_path)
         wait_for(lambda: status_of(db, adopted.id) == "failed", timeout=60)
         time.sleep(1)  # the scheduler reaps the adopted worker's exit
     finally:
-        stop(second)
+        stop_process(second)
     lost = store.get_run(db, doomed.id)
     assert "gone when the scheduler restarted" in lost.error
     assert len(epoch_rows(db, doomed.id)) == before, "its rows stay as they were"
@@ -173,7 +163,7 @@ def test_a_sqlite_writer_stopped_inside_its_transaction_stalls_nobody_for_good(d
     finally:
         if rogue is not None and rogue.poll() is None:
             rogue.kill()
-        stop(scheduler)
+        stop_process(scheduler)
     for run in runs:
         assert_exact_rows(db, run.id, 40, 2)
     said = log.read_text()
@@ -195,7 +185,7 @@ def test_postgresql_restarted_mid_run_the_run_goes_on_and_nothing_is_lost(pg_ser
             wait_for(lambda: status_of(db, run.id) in ("completed", "failed", "lost"), timeout=120)
             assert scheduler.poll() is None, "the scheduler rode out the restart"
         finally:
-            stop(scheduler)
+            stop_process(scheduler)
         final = store.get_run(db, run.id)
         assert final.status == "completed", final.error
         assert_exact_rows(db, run.id, 60, 2)
@@ -349,7 +339,7 @@ def test_hrm_run_wait_notices_a_dead_scheduler(db, db_path, tmp_path):
     finally:
         if waiting is not None and waiting.poll() is None:
             waiting.kill()
-        stop(scheduler)
+        stop_process(scheduler)
     assert waiting.returncode == 1
     (error,) = [line for line in err.splitlines() if line.startswith("error:")]
     assert "no scheduler is alive" in error and err.endswith(error + "\n"), err
@@ -407,7 +397,7 @@ def test_twenty_submitters_eight_workers_and_a_polling_reader(db, db_path, tmp_p
     finally:
         stop_reading.set()
         thread.join(30)
-        stop(scheduler)
+        stop_process(scheduler)
     assert not problems, problems[:3]
     assert reads and max(reads) == 200
     finals = store.list_runs(db, ids=ids)

@@ -19,23 +19,13 @@ import pytest
 from core import api
 from core.paths import runs_root
 from core.registry import leases, open_database, store
-from tests.conftest import ROOT, scheduler_cmd, status_of, subprocess_env, wait_for
+from tests.conftest import ROOT, scheduler_cmd, status_of, stop_process, subprocess_env, wait_for
 from tests.pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
 
 
 def start_named(url: str, name: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(scheduler_cmd(url, "--name", name, *extra), env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def hrm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -60,8 +50,8 @@ def test_two_named_schedulers_drain_one_queue_without_claiming_twice(pg_db):
         assert a.wait(240) == 0, a.stderr.read()
         assert b.wait(240) == 0, b.stderr.read()
     finally:
-        stop(a)
-        stop(b)
+        stop_process(a)
+        stop_process(b)
     finals = [store.get_run(pg_db, r.id) for r in runs + pinned]
     assert [f.status for f in finals] == ["completed"] * 20, [(f.id, f.error) for f in finals if f.status != "completed"]
     by_name = {f.id: f.scheduler_name for f in finals}
@@ -100,9 +90,9 @@ def test_worker_killed_on_host_b_is_marked_lost_by_host_a(pg_db):
             wait_for(lambda: status_of(pg_db, run.id) == "lost", timeout=30)
             took = time.monotonic() - watching
         finally:
-            stop(a)
+            stop_process(a)
     finally:
-        stop(b)
+        stop_process(b)
     final = store.get_run(pg_db, run.id)
     # A new scheduler first gives every worker one stale window to beat (it may come out of an outage).
     assert took < 3 + 3, f"lost {took:.1f} s after host A started watching, with a 3 s stale window"
@@ -178,9 +168,9 @@ def test_a_paused_scheduler_is_fenced_off_and_never_shares_a_gpu(db, tmp_path):
         wait_for(lambda: status_of(db, second_run.id) == "completed", timeout=60)
     finally:
         first.send_signal(signal.SIGCONT)
-        stop(first)
+        stop_process(first)
         if second is not None:
-            stop(second)
+            stop_process(second)
     one, two = store.get_run(db, first_run.id), store.get_run(db, second_run.id)
     assert one.status == "completed" and one.gpu == two.gpu == "0"
     assert two.started_at >= one.finished_at - 0.05, "two runs shared GPU 0 without --pack"
