@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from tui_helpers import make_app, seeded_registry, settle, text_of
+from tui_helpers import dashboard, press_on, run_table, seeded_registry, settle, text_of
 
 from core import api
 from core.registry import open_database, store
-
-SIZE = (120, 40)
 
 
 @pytest.fixture
 def seeded(tmp_path, monkeypatch):
     with seeded_registry(tmp_path, monkeypatch) as found:
         yield found
-
-
-def table(app):
-    from hrm_tui.tui.widgets.run_table import RunTable
-
-    return app.screen.query_one(RunTable)
 
 
 def registry_state(path, run_id: int) -> tuple[list[str], str | None]:
@@ -39,11 +31,8 @@ async def test_tags_edited_from_the_runs_table(seeded):
     from hrm_tui.tui.screens.annotate import PromptScreen
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["done_a"])
-        await pilot.press("t")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["done_a"], "t")
         await settle(pilot)
         prompt = app.screen
         assert isinstance(prompt, PromptScreen) and "now: sweep" in text_of(prompt.query_one(".prompt-hint"))
@@ -58,11 +47,8 @@ async def test_tags_edited_from_the_runs_table(seeded):
 
 async def test_a_wrong_tag_change_is_one_line_and_saves_nothing(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["done_b"])
-        await pilot.press("t")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["done_b"], "t")
         await settle(pilot)
         prompt = app.screen
         await type_text(pilot, "paper")
@@ -93,11 +79,8 @@ async def test_note_written_shown_in_the_run_view_and_removed(seeded):
     from hrm_tui.tui.screens.run_view import RunScreen
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["staged"])
-        await pilot.press("enter")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["staged"], "enter")
         await settle(pilot)
         assert isinstance(app.screen, RunScreen)
         assert "note" not in text_of(app.screen.query_one("#run-header"))  # no tags, no note: no such line
@@ -130,15 +113,13 @@ async def test_note_written_shown_in_the_run_view_and_removed(seeded):
 
 async def test_filter_box_takes_words_and_expressions(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         screen = app.screen
         await pilot.press("slash")
         await type_text(pilot, "tag == 'sweep' and headline < 13")
         await pilot.pause(0.3)
         await settle(pilot)
-        assert [r.id for r in table(app).rows] == [ids["done_a"]]
+        assert [r.id for r in run_table(app).rows] == [ids["done_a"]]
         assert screen.where_text == "tag == 'sweep' and headline < 13"
         assert not screen.query_one("#filter-error").display
         await pilot.press("enter")
@@ -149,7 +130,7 @@ async def test_filter_box_takes_words_and_expressions(seeded):
         await type_text(pilot, "smoke seed=3")
         await pilot.pause(0.3)
         await settle(pilot)
-        assert [r.id for r in table(app).rows] == [ids["staged"]] and screen.where_text is None
+        assert [r.id for r in run_table(app).rows] == [ids["staged"]] and screen.where_text is None
         # a malformed expression: its error in one line under the box, no crash, searched as words
         await pilot.press("ctrl+u")
         await type_text(pilot, "val_ppl.min <")
@@ -157,41 +138,37 @@ async def test_filter_box_takes_words_and_expressions(seeded):
         await settle(pilot)
         error = screen.query_one("#filter-error")
         assert error.display and "--where: expected a value" in text_of(error) and "column" in text_of(error)
-        assert table(app).row_count == 0 and screen.where_text is None
+        assert run_table(app).row_count == 0 and screen.where_text is None
         await type_text(pilot, " 20")
         await pilot.pause(0.3)
         await settle(pilot)
         assert not error.display
-        assert {r.id for r in table(app).rows} == {ids["done_a"], ids["done_b"]}  # best val_ppl 12.9, 15.8
+        assert {r.id for r in run_table(app).rows} == {ids["done_a"], ids["done_b"]}  # best val_ppl 12.9, 15.8
         await pilot.press("escape")
         await settle(pilot)
-        assert table(app).row_count == 5 and screen.where_text is None and not screen.query_one("#filter-box").display
+        assert run_table(app).row_count == 5 and screen.where_text is None and not screen.query_one("#filter-box").display
 
 
 async def test_an_expression_follows_the_registry(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         await pilot.press("slash")
         await type_text(pilot, "tag == 'later'")
         await pilot.press("enter")
         await settle(pilot)
-        assert table(app).row_count == 0
+        assert run_table(app).row_count == 0
         db = open_database(path)
         api.edit_tags(db, ids["queued"], add=["later"])  # from another process: the CLI's hrm tag
         db.dispose()
         app.poll_once()
         await settle(pilot)
         await settle(pilot)
-        assert [r.id for r in table(app).rows] == [ids["queued"]]
+        assert [r.id for r in run_table(app).rows] == [ids["queued"]]
 
 
 async def test_keys_listed_in_help(seeded):
     path, _ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         await pilot.press("question_mark")
         await settle(pilot)
         import io

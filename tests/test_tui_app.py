@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tui_helpers import make_app, seeded_registry, settle, text_of
+from tui_helpers import dashboard, press_on, run_table, seeded_registry, settle, text_of
 
 from core import api
 from core.registry import open_database, store
@@ -15,21 +15,11 @@ def seeded(tmp_path, monkeypatch):
     with seeded_registry(tmp_path, monkeypatch) as seeded:
         yield seeded
 
-SIZE = (120, 40)
-
-
-def table(app):
-    from hrm_tui.tui.widgets.run_table import RunTable
-
-    return app.screen.query_one(RunTable)
-
 
 async def test_lists_runs_newest_first_and_moves_the_cursor(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        runs = table(app)
+    async with dashboard(path) as (app, pilot):
+        runs = run_table(app)
         assert [r.id for r in runs.rows] == sorted(ids.values(), reverse=True)
         assert runs.cursor_run_id == ids["queued"]
         await pilot.press("down", "down")
@@ -42,21 +32,19 @@ async def test_lists_runs_newest_first_and_moves_the_cursor(seeded):
 
 async def test_filter_and_sort(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         await pilot.press("slash", *"completed", "enter")
         await pilot.pause(0.2)
-        assert {r.id for r in table(app).rows} == {ids["done_a"], ids["done_b"]}
+        assert {r.id for r in run_table(app).rows} == {ids["done_a"], ids["done_b"]}
         await pilot.press("escape")
-        assert table(app).row_count == 5
+        assert run_table(app).row_count == 5
         await pilot.press("s", "s", "s", "s")  # id → experiment → status → progress → headline
         assert app.screen.order.column == "headline"
-        ordered = [r.id for r in table(app).rows]
+        ordered = [r.id for r in run_table(app).rows]
         # 12.5, 15, the staged run's stage-2 best so far (28.5), 47.9, then none
         assert ordered[:4] == [ids["done_a"], ids["done_b"], ids["staged"], ids["failed"]]
         await pilot.press("S")
-        ordered = [r.id for r in table(app).rows]
+        ordered = [r.id for r in run_table(app).rows]
         assert ordered == [ids["failed"], ids["staged"], ids["done_b"], ids["done_a"], ids["queued"]]
 
 
@@ -66,11 +54,8 @@ async def test_open_a_run_shows_curves_layers_stages_and_tables(seeded):
     from hrm_tui.tui.widgets.loss_chart import LossChart
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["staged"])
-        await pilot.press("enter")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["staged"], "enter")
         await settle(pilot)
         screen = app.screen
         assert isinstance(screen, RunScreen) and screen.run_id == ids["staged"]
@@ -83,8 +68,7 @@ async def test_open_a_run_shows_curves_layers_stages_and_tables(seeded):
         await pilot.pause()
         assert screen.stage == 2 and chart.point_count == 2
         await pilot.press("escape")
-        table(app).move_to(ids["done_a"])
-        await pilot.press("enter")
+        await press_on(pilot, ids["done_a"], "enter")
         await settle(pilot)
         assert "threshold sweep" in text_of(app.screen.query_one("#tables-text"))
         assert "params=4,000" in text_of(app.screen.query_one("#config-text"))
@@ -94,11 +78,8 @@ async def test_a_metric_written_by_a_worker_appears_after_a_poll(seeded):
     from hrm_tui.tui.widgets.loss_chart import LossChart
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["staged"])
-        await pilot.press("enter")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["staged"], "enter")
         await settle(pilot)
         chart = app.screen.query_one("#loss-chart", LossChart)
         assert chart.point_count == 6
@@ -116,15 +97,13 @@ async def test_a_metric_written_by_a_worker_appears_after_a_poll(seeded):
 
 async def test_a_new_run_appears_in_the_table_after_a_poll(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         writer = open_database(path)
         run = api.submit(writer, "smoke", {"epochs": 2})
         writer.dispose()
         app.poll_once()
         await settle(pilot)
-        assert table(app).rows[0].id == run.id
+        assert run_table(app).rows[0].id == run.id
         assert app.counts["queued"] == 2
 
 
@@ -133,12 +112,9 @@ async def test_compare_two_marked_runs_and_export(seeded, tmp_path):
     from hrm_tui.tui.widgets.loss_chart import LossChart
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["done_b"])
-        await pilot.press("space", "space")  # marks done_b, then done_a (the cursor moves down)
-        assert list(table(app).marked) == [ids["done_b"], ids["done_a"]]
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["done_b"], "space", "space")  # marks done_b, then done_a (the cursor moves down)
+        assert list(run_table(app).marked) == [ids["done_b"], ids["done_a"]]
         await pilot.press("c")
         await settle(pilot)
         screen = app.screen
@@ -163,9 +139,7 @@ async def test_new_run_form_validates_like_the_cli_and_queues(seeded):
     from hrm_tui.tui.screens.new_run import NewRunScreen
 
     path, _ = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         await pilot.press("n")
         await pilot.pause()
         form = app.screen
@@ -191,18 +165,15 @@ async def test_new_run_form_validates_like_the_cli_and_queues(seeded):
         assert newest.status == "queued" and '"epochs": 7' in newest.config_json
         assert store.tags_of(db, [newest.id]) == {newest.id: ["from-tui"]}
         db.dispose()
-        assert table(app).rows[0].id == newest.id
+        assert run_table(app).rows[0].id == newest.id
 
 
 async def test_cancel_asks_first_then_cancels_a_queued_run(seeded):
     from hrm_tui.tui.screens.confirm import ConfirmScreen
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["queued"])
-        await pilot.press("x")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["queued"], "x")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
@@ -217,39 +188,32 @@ async def test_cancel_asks_first_then_cancels_a_queued_run(seeded):
 
 async def test_delete_refuses_an_active_run_and_removes_a_finished_one(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["staged"])
-        await pilot.press("d", "y")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["staged"], "d", "y")
         await settle(pilot)
         assert app.runs.get(ids["staged"]) is not None  # api.delete: cancel it first
-        table(app).move_to(ids["failed"])
-        await pilot.press("d", "y")
+        await press_on(pilot, ids["failed"], "d", "y")
         await settle(pilot)
         assert app.runs.get(ids["failed"]) is None
-        assert ids["failed"] not in {r.id for r in table(app).rows}
+        assert ids["failed"] not in {r.id for r in run_table(app).rows}
 
 
 async def test_retry_queues_a_copy_from_a_key_and_from_the_palette(seeded):
     import inspect
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["failed"], "r")
         await settle(pilot)
-        table(app).move_to(ids["failed"])
-        await pilot.press("r")
-        await settle(pilot)
-        newest = table(app).rows[0]
+        newest = run_table(app).rows[0]
         assert newest.retry_of == ids["failed"] and newest.status == "queued"
-        table(app).move_to(ids["done_a"])
+        run_table(app).move_to(ids["done_a"])
         command = next(c for c in app.get_system_commands(app.screen) if c.title == "Retry run")
         result = command.callback()
         if inspect.isawaitable(result):
             await result
         await settle(pilot)
-        assert table(app).rows[0].retry_of == ids["done_a"]
+        assert run_table(app).rows[0].retry_of == ids["done_a"]
 
 
 async def test_logs_screen_shows_the_worker_log_file(seeded):
@@ -259,11 +223,8 @@ async def test_logs_screen_shows_the_worker_log_file(seeded):
     log = worker_log(f"sqlite:///{path}", ids["failed"])
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("Traceback (most recent call last):\nRuntimeError: smoke failure requested\n")
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["failed"])
-        await pilot.press("l")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["failed"], "l")
         await settle(pilot)
         lines = app.screen.query_one("#full-log").lines
         assert "RuntimeError: smoke failure requested" in lines
@@ -276,9 +237,7 @@ async def test_logs_screen_shows_the_worker_log_file(seeded):
 
 async def test_queue_screen_groups_runs_by_state(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         await pilot.press("g")
         await settle(pilot)
         screen = app.screen
@@ -291,9 +250,7 @@ async def test_queue_screen_groups_runs_by_state(seeded):
 
 async def test_quitting_leaves_runs_alone(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         await pilot.press("q")
     db = open_database(path)
     assert store.get_run(db, ids["staged"]).status == "running"
@@ -309,11 +266,8 @@ async def test_an_end_of_run_layer_profile_shows_as_bars(seeded):
     db = open_database(path)
     run_id = api.submit(db, "smoke", {"epochs": 1, "seed": 9}).id
     RegistryEmitter(db, run_id).layers(None, {1: {"cos_mean": 0.004}, 25: {"cos_mean": 0.83}, 30: {"cos_mean": 0.13}})
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(run_id)
-        await pilot.press("enter")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, run_id, "enter")
         await settle(pilot)
         heat = app.screen.query_one(LayerHeatmap)
         rows = {int(str(heat.get_row_at(i)[0])): [str(c) for c in heat.get_row_at(i)] for i in range(heat.row_count)}

@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import pytest
 from textual.geometry import Region
-from tui_helpers import make_app, seeded_registry, settle
+from tui_helpers import dashboard, press_on, run_table, seeded_registry, settle
 
 from core.registry import open_database
 from core.registry.emitter import RegistryEmitter
-
-SIZE = (120, 40)
 
 
 @pytest.fixture
 def seeded(tmp_path, monkeypatch):
     with seeded_registry(tmp_path, monkeypatch) as found:
         yield found
-
-
-def table(app):
-    from hrm_tui.tui.widgets.run_table import RunTable
-
-    return app.screen.query_one(RunTable)
 
 
 class Repaints:
@@ -57,11 +49,9 @@ async def test_a_poll_with_nothing_new_repaints_nothing(seeded):
     from textual.widgets import Static
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         status = app.screen.query_one("#status-line", Static)
-        runs, line = Repaints(table(app)), Repaints(status)
+        runs, line = Repaints(run_table(app)), Repaints(status)
         for _ in range(3):
             app.poll_once()
             await settle(pilot)
@@ -71,16 +61,14 @@ async def test_a_poll_with_nothing_new_repaints_nothing(seeded):
 
 async def test_a_changed_run_repaints_its_own_line_only(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        runs = Repaints(table(app))
+    async with dashboard(path) as (app, pilot):
+        runs = Repaints(run_table(app))
         emit_epoch(path, ids["staged"], 3)
         app.poll_once()
         await settle(pilot)
         assert app.runs.get(ids["staged"]).epoch == 3
         assert runs.whole == 0
-        index = next(i for i, r in enumerate(table(app).rows) if r.id == ids["staged"])
+        index = next(i for i, r in enumerate(run_table(app).rows) if r.id == ids["staged"])
         assert {call[0].y for call in runs.calls if call} == {index + 1}  # the header is line 0
 
 
@@ -88,11 +76,8 @@ async def test_a_chart_is_built_again_only_when_its_data_changed(seeded):
     from hrm_tui.tui.widgets.loss_chart import LossChart
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["staged"])
-        await pilot.press("enter")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["staged"], "enter")
         await settle(pilot)
         await pilot.pause(0.2)
         loss, other = app.screen.query_one("#loss-chart", LossChart), app.screen.query_one("#other-chart", LossChart)
@@ -112,10 +97,8 @@ async def test_a_chart_is_built_again_only_when_its_data_changed(seeded):
 
 async def test_the_runs_list_under_a_run_view_stays_still_and_catches_up(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        runs_table = table(app)
+    async with dashboard(path) as (app, pilot):
+        runs_table = run_table(app)
         runs_table.move_to(ids["done_a"])
         await pilot.press("enter")
         await settle(pilot)

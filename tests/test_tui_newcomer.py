@@ -6,21 +6,13 @@ import subprocess
 import sys
 
 import pytest
-from tui_helpers import make_app, seeded_registry, settle
-
-SIZE = (120, 40)
+from tui_helpers import dashboard, press_on, run_table, seeded_registry, settle
 
 
 @pytest.fixture
 def seeded(tmp_path, monkeypatch):
     with seeded_registry(tmp_path, monkeypatch) as found:
         yield found
-
-
-def table(app):
-    from hrm_tui.tui.widgets.run_table import RunTable
-
-    return app.screen.query_one(RunTable)
 
 
 def test_hrm_tui_refuses_a_missing_registry_instead_of_creating_one(tmp_path):
@@ -43,11 +35,8 @@ async def test_cancel_of_a_finished_run_says_why_instead_of_asking(seeded):
     from hrm_tui.tui.screens.confirm import ConfirmScreen
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["done_a"])
-        await pilot.press("x")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["done_a"], "x")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmScreen)
         assert [n.message for n in app._notifications] == [f"run {ids['done_a']} is already completed"]
@@ -57,17 +46,13 @@ async def test_delete_of_a_running_run_says_why_instead_of_asking(seeded):
     from hrm_tui.tui.screens.confirm import ConfirmScreen
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        table(app).move_to(ids["staged"])
-        await pilot.press("d")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["staged"], "d")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmScreen)
         assert [n.message for n in app._notifications] == [
             f"run {ids['staged']} is running: cancel it before deleting"]
-        table(app).move_to(ids["failed"])
-        await pilot.press("d")
+        await press_on(pilot, ids["failed"], "d")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)  # a finished run: the question is real
 
@@ -76,12 +61,9 @@ async def test_compare_at_80x24_shows_the_comparison_columns(seeded):
     from textual.widgets import DataTable
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
+    async with dashboard(path, size=(80, 24)) as (app, pilot):
         for run_id in (ids["done_a"], ids["done_b"]):
-            table(app).move_to(run_id)
-            await pilot.press("space")
+            await press_on(pilot, run_id, "space")
         await pilot.press("c")
         await settle(pilot)
         await pilot.pause(0.2)
@@ -97,13 +79,11 @@ async def test_compare_at_80x24_shows_the_comparison_columns(seeded):
 
 async def test_a_staged_run_shows_its_current_stage_best_while_it_trains(seeded):
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         row = app.runs.get(ids["staged"])
         assert row.stage == 2 and row.headline is not None and not row.headline_is_final
-        line = next(i for i, r in enumerate(table(app).rows) if r.id == ids["staged"])
-        text = "".join(segment.text for segment in table(app).render_line(line + 1))
+        line = next(i for i, r in enumerate(run_table(app).rows) if r.id == ids["staged"])
+        text = "".join(segment.text for segment in run_table(app).render_line(line + 1))
         assert "s2 ep 2/4" in text and f"{row.headline:.4f}".rstrip("0") in text and " — " not in text
 
 
@@ -113,9 +93,7 @@ async def test_enter_in_a_form_field_moves_on_and_only_ctrl_s_queues(seeded):
     from hrm_tui.tui.screens.new_run import NewRunScreen
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         before = len(app.runs.rows)
         await pilot.press("n")
         await settle(pilot)
@@ -136,9 +114,7 @@ async def test_the_focused_form_field_is_highlighted(seeded):
     from textual.widgets import Input
 
     path, ids = seeded
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+    async with dashboard(path) as (app, pilot):
         await pilot.press("n")
         await settle(pilot)
         form = app.screen

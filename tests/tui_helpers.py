@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from sqlalchemy import update
@@ -23,6 +23,8 @@ T0 = 1_700_000_000.0
 """Runs were created from here on, one minute apart."""
 NOW = T0 + 3_600.0
 """The pinned dashboard clock."""
+SIZE = (120, 40)
+"""The terminal the pilot tests run in, unless a test is about a small one."""
 
 
 def frozen_clock() -> float:
@@ -124,6 +126,28 @@ def make_app(path, **kwargs):
     kwargs.setdefault("clock", frozen_clock)
     kwargs.setdefault("start_scheduler", False)
     return HrmApp(db=path, **kwargs)
+
+
+@asynccontextmanager
+async def dashboard(path, size: tuple[int, int] = SIZE, **kwargs):
+    """``(app, pilot)``: the dashboard on ``path`` under a pilot, its first poll already merged."""
+    app = make_app(path, **kwargs)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        yield app, pilot
+
+
+def run_table(app):
+    """The runs table of the screen on top."""
+    from hrm_tui.tui.widgets.run_table import RunTable
+
+    return app.screen.query_one(RunTable)
+
+
+async def press_on(pilot, run_id: int, *keys: str) -> None:
+    """Put the cursor on ``run_id``'s row, then press ``keys``."""
+    run_table(pilot.app).move_to(run_id)
+    await pilot.press(*keys)
 
 
 async def settle(pilot) -> None:
