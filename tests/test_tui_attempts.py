@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tui_helpers import make_app, seeded_registry, settle, text_of
+from tui_helpers import dashboard, press_on, seeded_registry, settle, text_of
 
 from core.registry import open_database
 from core.registry.attempts import requeue, set_checkpoint
-
-SIZE = (120, 40)
 
 
 @pytest.fixture
@@ -18,19 +16,14 @@ def seeded(tmp_path, monkeypatch):
 
 
 async def test_a_resumed_run_shows_its_attempts_and_checkpoint(seeded):
-    from hrm_tui.tui.widgets.run_table import RunTable
-
     path, ids = seeded
     db = open_database(path)
     set_checkpoint(db, ids["failed"], {"seq": 3, "stage": 0, "epoch": 1, "bytes": 2**20, "saved_at": 1_700_000_500.0,
                                        "seconds": 0.25, "path": "/tmp/ckpt-1.pt"})
     assert requeue(db, ids["failed"], by="resume") is not None  # attempt 2 continues from the checkpoint
     db.dispose()
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        app.screen.query_one(RunTable).move_to(ids["failed"])
-        await pilot.press("enter")
+    async with dashboard(path) as (app, pilot):
+        await press_on(pilot, ids["failed"], "enter")
         await settle(pilot)
         header = text_of(app.screen.query_one("#run-header"))
         assert "attempt 2" in header and "checkpoint ep 1" in header
