@@ -41,6 +41,13 @@ def sqlite_file(target: str | os.PathLike | None) -> Path | None:
     return Path(text).expanduser()
 
 
+def is_current_registry(conn: sqlite3.Connection) -> bool:
+    """Whether ``hrm_meta`` names this schema version and a registry id; anything else is the full path's
+    to create, migrate or report. Raises :class:`sqlite3.Error` where ``hrm_meta`` cannot be read."""
+    meta = dict(conn.execute("SELECT key, value FROM hrm_meta"))
+    return str(meta.get("schema_version", "")).strip() == str(SCHEMA_VERSION) and bool(meta.get("registry_id"))
+
+
 def connect(target: str | os.PathLike | None) -> sqlite3.Connection | None:
     """A read-only connection to a current-schema registry, or None (use the full path then)."""
     path = sqlite_file(target)
@@ -54,11 +61,10 @@ def connect(target: str | os.PathLike | None) -> sqlite3.Connection | None:
     except (sqlite3.Error, OSError):
         return None
     try:
-        meta = dict(conn.execute("SELECT key, value FROM hrm_meta"))
-        if str(meta.get("schema_version", "")).strip() != str(SCHEMA_VERSION) or not meta.get("registry_id"):
-            conn.close()
-            return None
+        current = is_current_registry(conn)
     except sqlite3.Error:
+        current = False
+    if not current:
         conn.close()
         return None
     conn.isolation_level = None  # explicit BEGIN/COMMIT: one snapshot per listing

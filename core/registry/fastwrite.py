@@ -23,7 +23,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from core.registry.fastread import SCHEMA_VERSION, sqlite_file
+from core.registry.fastread import is_current_registry, sqlite_file
+from core.registry.run_ids import NEXT_RUN_ID, RAISE_HIGH_WATER
 
 RUN_DEFAULTS: dict[str, Any] = {
     "experiment": None, "variant": "corrected", "config_json": "{}", "status": "queued", "priority": 0,
@@ -45,15 +46,6 @@ JOURNAL_SIZE_LIMIT = 8 * 2**20
 SCHEDULER_STALE_AFTER = 10.0
 """A scheduler whose lease is older than this is gone (``core.scheduler.loop.HEARTBEAT_STALE_AFTER``)."""
 _SYNC = {"normal": "NORMAL", "full": "FULL"}
-
-_NEXT_RUN_ID = (
-    "SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM hrm_meta WHERE key = 'run_id_high_water'), 0), "
-    "coalesce((SELECT max(id) FROM run), 0)) + 1"
-)
-_RAISE_HIGH_WATER = (
-    "INSERT INTO hrm_meta (key, value) VALUES ('run_id_high_water', ?) ON CONFLICT (key) DO UPDATE "
-    "SET value = excluded.value WHERE CAST(hrm_meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)"
-)
 
 
 class LockTimeout(RuntimeError):
@@ -131,11 +123,11 @@ class FastRegistry:
         conn = self.conn
         self._begin_immediate()
         try:
-            run_id = conn.execute(_NEXT_RUN_ID).fetchone()[0]
+            run_id = conn.execute(NEXT_RUN_ID).fetchone()[0]
             columns = ["id", *values]
             conn.execute(f"INSERT INTO run ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                          [run_id, *values.values()])
-            conn.execute(_RAISE_HIGH_WATER, (str(int(run_id)),))
+            conn.execute(RAISE_HIGH_WATER, (str(int(run_id)),))
             if tags:
                 conn.executemany("INSERT INTO runtag (run_id, tag) VALUES (?, ?)",
                                  [(run_id, t) for t in dict.fromkeys(tags)])
@@ -179,15 +171,9 @@ def connect(target: str | os.PathLike | None) -> FastRegistry | None:
     except (OSError, sqlite3.Error, ValueError):
         return None
     try:
-        meta = dict(conn.execute("SELECT key, value FROM hrm_meta"))
-        if str(meta.get("schema_version", "")).strip() != str(SCHEMA_VERSION) or not meta.get("registry_id"):
-            conn.close()
-            return None
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(run)")}
-        if columns != {"id", *RUN_DEFAULTS}:
-            conn.close()
-            return None
-        if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        if not (is_current_registry(conn)
+                and {row[1] for row in conn.execute("PRAGMA table_info(run)")} == {"id", *RUN_DEFAULTS}
+                and str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"):
             conn.close()
             return None
         conn.execute(f"PRAGMA busy_timeout = {int(LOCK_SLICE_S * 1000)}")

@@ -33,6 +33,7 @@ from core.registry.models import (
     SchedulerHeartbeat,
     WorkerOutput,
 )
+from core.registry.run_ids import NEXT_RUN_ID, RAISE_HIGH_WATER
 from core.registry.view import FALLBACK_KEY, RunView
 
 RUN = Run.__table__
@@ -424,29 +425,16 @@ def delete_run(db: Database, run_id: int) -> bool:
     return deleted
 
 
-# SQLite hands out max(id)+1, so deleting the newest run would give its id (and anything that
-# remembered it: retry_of, --use, exported tables, its log folder) to the next run. The registry
-# keeps a high-water mark in hrm_meta, raised in the inserting transaction; PostgreSQL's sequences
-# never reuse ids by themselves.
-_NEXT_RUN_ID = (
-    "SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM hrm_meta WHERE key = 'run_id_high_water'), 0), "
-    "coalesce((SELECT max(id) FROM run), 0)) + 1"
-)
-_RAISE_HIGH_WATER = (
-    "INSERT INTO hrm_meta (key, value) VALUES ('run_id_high_water', ?) ON CONFLICT (key) DO UPDATE "
-    "SET value = excluded.value WHERE CAST(hrm_meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)"
-)
-
-
+# Run ids on SQLite never come back after a delete: core/registry/run_ids.py says why and how.
 def _raise_run_id_high_water(conn: Connection, run_id: int) -> None:
-    conn.exec_driver_sql(_RAISE_HIGH_WATER, (str(int(run_id)),))
+    conn.exec_driver_sql(RAISE_HIGH_WATER, (str(int(run_id)),))
 
 
 def _insert_run(conn: Connection, values: Mapping[str, Any]) -> int:
     """Insert a ``run`` row under an id this registry never handed out before."""
     if conn.dialect.name != "sqlite":
         return conn.execute(RUN.insert().values(**values)).inserted_primary_key[0]
-    run_id = conn.exec_driver_sql(_NEXT_RUN_ID).scalar()
+    run_id = conn.exec_driver_sql(NEXT_RUN_ID).scalar()
     conn.execute(RUN.insert().values(id=run_id, **values))
     _raise_run_id_high_water(conn, run_id)
     return run_id
