@@ -42,6 +42,18 @@ def test_deleting_the_newest_run_never_hands_its_id_out_again(db):
     reopened.dispose()
 
 
+def test_a_script_tracked_run_never_takes_a_deleted_id_either(db):
+    from core.registry.tracked import create_tracked_run
+
+    deleted = store.create_run(db, "smoke", {})
+    assert store.delete_run(db, deleted.id)
+    tracked = create_tracked_run(db, "script", {"lr": 0.1}, pid=os.getpid(), info={}, tags=["a", "a", "b"])
+    assert tracked == deleted.id + 1
+    assert store.tags_of(db, [tracked]) == {tracked: ["a", "b"]}
+    assert store.delete_run(db, tracked)
+    assert store.create_run(db, "smoke", {}).id == tracked + 1  # the tracked insert raised the mark too
+
+
 def test_two_registries_in_one_folder_never_share_run_folders(tmp_path):
     a, b = open_database(tmp_path / "a.db"), open_database(tmp_path / "b.db")
     run_a, run_b = store.create_run(a, "smoke", {}), store.create_run(b, "smoke", {})

@@ -68,15 +68,9 @@ def create_run(
 ) -> RunView:
     """Queue a run (validated config in, ``queued`` row out); ``target_host`` pins it to that scheduler,
     ``executor`` sends it to that engine (``slurm``) whatever the scheduler's own."""
-    now = time.time()
     values = {
-        "experiment": experiment,
-        "variant": str(config.get("variant", "corrected")),
-        "config_json": json.dumps(dict(config), sort_keys=True),
-        "status": RunStatus.QUEUED.value,
+        **new_run_values(experiment, config, RunStatus.QUEUED, time.time()),
         "priority": priority,
-        "created_at": now,
-        "updated_at": now,
         "retry_of": retry_of,
         "headline_key": headline_key,
         "info_json": "{}",
@@ -86,9 +80,7 @@ def create_run(
     if executor is not None:
         values["executor"] = executor
     with db.write() as conn:
-        run_id = _insert_run(conn, values)
-        if tags:
-            conn.execute(TAG.insert(), [{"run_id": run_id, "tag": t} for t in dict.fromkeys(tags)])
+        run_id = insert_run(conn, values, tags)
         row = conn.execute(select(RUN).where(RUN.c.id == run_id)).one()
     return _run(row)
 
@@ -267,9 +259,7 @@ def create_imported_run(
                                 and m["key"] == headline_key and not m.get("stage")), None),
     }
     with db.write() as conn:
-        run_id = _insert_run(conn, values)
-        if tags:
-            conn.execute(TAG.insert(), [{"run_id": run_id, "tag": t} for t in dict.fromkeys(tags)])
+        run_id = insert_run(conn, values, tags)
         rows = []
         for m in metrics:
             value, is_nan = _clean(m["value"])
@@ -411,7 +401,7 @@ def request_cancel(db: Database, run_id: int) -> RunView | None:
 
 
 def delete_run(db: Database, run_id: int) -> bool:
-    """Delete a run, its rows and its run folder. Its id is never handed out again (see ``_insert_run``)."""
+    """Delete a run, its rows and its run folder. Its id is never handed out again (see ``insert_run``)."""
     with db.write() as conn:
         if conn.dialect.name == "sqlite":
             _raise_run_id_high_water(conn, conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM run").scalar())
@@ -430,13 +420,29 @@ def _raise_run_id_high_water(conn: Connection, run_id: int) -> None:
     conn.exec_driver_sql(RAISE_HIGH_WATER, (str(int(run_id)),))
 
 
-def _insert_run(conn: Connection, values: Mapping[str, Any]) -> int:
-    """Insert a ``run`` row under an id this registry never handed out before."""
+def new_run_values(experiment: str, config: Mapping[str, Any], status: RunStatus, now: float) -> dict[str, Any]:
+    """The columns every new run starts from (queued by hrm or tracked by a script); callers add the rest."""
+    return {
+        "experiment": experiment,
+        "variant": str(config.get("variant", "corrected")),
+        "config_json": json.dumps(dict(config), sort_keys=True),
+        "status": status.value,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def insert_run(conn: Connection, values: Mapping[str, Any], tags: Sequence[str] = ()) -> int:
+    """Insert a ``run`` row and its tags in the caller's transaction, under an id this registry never
+    handed out before; returns the id."""
     if conn.dialect.name != "sqlite":
-        return conn.execute(RUN.insert().values(**values)).inserted_primary_key[0]
-    run_id = conn.exec_driver_sql(NEXT_RUN_ID).scalar()
-    conn.execute(RUN.insert().values(id=run_id, **values))
-    _raise_run_id_high_water(conn, run_id)
+        run_id = conn.execute(RUN.insert().values(**values)).inserted_primary_key[0]
+    else:
+        run_id = conn.exec_driver_sql(NEXT_RUN_ID).scalar()
+        conn.execute(RUN.insert().values(id=run_id, **values))
+        _raise_run_id_high_water(conn, run_id)
+    if tags:
+        conn.execute(TAG.insert(), [{"run_id": run_id, "tag": t} for t in dict.fromkeys(tags)])
     return run_id
 
 

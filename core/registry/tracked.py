@@ -1,6 +1,6 @@
 """Registry writes of runs that a script tracks itself (``hrm_tui.init()``), outside the scheduler.
 
-Such a run is inserted ``running`` in one statement, so a scheduler polling the queue can never
+Such a run is inserted ``running`` in one transaction, so a scheduler polling the queue can never
 claim it (it would launch a worker for an experiment that exists only in the user's script).
 Its ``host`` is ``<hostname> (script)``: no scheduler takes it for one of its own workers when it
 reconciles runs after a restart, since the process behind it is the user's script, not a worker.
@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from core.registry.db import Database
 from core.registry.models import Run, RunStatus, RunTag
+from core.registry.store import insert_run, new_run_values
 
 RUN = Run.__table__
 TAG = RunTag.__table__
@@ -37,14 +38,9 @@ def create_tracked_run(db: Database, experiment: str, config: Mapping[str, Any],
     """Insert a run that is already ``running`` in the calling process; returns its id."""
     now = time.time()
     values = {
-        "experiment": experiment,
-        "variant": str(config.get("variant", "corrected")),
-        "config_json": json.dumps(dict(config), sort_keys=True),
-        "status": RunStatus.RUNNING.value,
+        **new_run_values(experiment, config, RunStatus.RUNNING, now),
         "priority": 0,
-        "created_at": now,
         "started_at": now,
-        "updated_at": now,
         "heartbeat_at": now,
         "host": script_host(),
         "pid": pid,
@@ -53,9 +49,7 @@ def create_tracked_run(db: Database, experiment: str, config: Mapping[str, Any],
         "info_json": json.dumps(dict(info), default=str),
     }
     with db.write() as conn:
-        run_id = conn.execute(RUN.insert().values(**values)).inserted_primary_key[0]
-        if tags:
-            conn.execute(TAG.insert(), [{"run_id": run_id, "tag": t} for t in dict.fromkeys(tags)])
+        run_id = insert_run(conn, values, tags)
     return int(run_id)
 
 
