@@ -268,6 +268,17 @@ def _optim(config: CascadeConfig, k: int):
                      clip=clip if clip > 0 else None, schedule=config.schedule)
 
 
+def _stage_addon(lm, config: CascadeConfig, k: int, device: str, sums_done: list, addons_done: dict, emit):
+    """Stage ``k``'s add-on and whether it is replayed: a stage the checkpoint had finished comes back with
+    its saved weights (its numbers are re-derived, it is not trained again); any other starts fresh."""
+    addon = _new_addon(lm, config, k, device)
+    replayed = k <= len(sums_done)
+    if replayed:
+        addon.load_state_dict(addons_done[k])
+        emit.log(f"stage {k}: finished before the resume point, replayed from the checkpoint (not trained)")
+    return addon, replayed
+
+
 def _select(scores, tau: float, config: CascadeConfig):
     from core.smollm2.ops import hard_mask
 
@@ -354,13 +365,9 @@ def _run_context(base: BasePass):
             emit.log(f"stage {k}: no hard tokens left (train {n_hard}, val {n_vhard}); stopping")
             break
         in_hard_ppl = ppl(float(cur_v.ce[hard_v].double().mean()))
-        replayed = k <= len(sums_done)
-        addon = _new_addon(lm, config, k, device)
+        addon, replayed = _stage_addon(lm, config, k, device, sums_done, addons_done, emit)
         opt = _optim(config, k)
-        if replayed:
-            addon.load_state_dict(addons_done[k])
-            emit.log(f"stage {k}: finished before the resume point, replayed from the checkpoint (not trained)")
-        else:
+        if not replayed:
             emit.stage(k, f"LLM {k}: {config.stage_layers}-layer add-on on {n_hard} hard tokens (context)",
                        epochs=config.epochs)
             res = train_sequences(
@@ -590,15 +597,11 @@ def _run_length1(base: BasePass):
             exit_rows[-1] = _exit_row(k - 1, int(idx_v.numel()), int(idx_v.numel()), prev_layers,
                                       float(ce_v.double().sum()), int(ok_v.sum()))
             return stage_sums, exit_rows, extra
-        replayed = k <= len(sums_done)
-        addon = _new_addon(lm, config, k, device)
+        addon, replayed = _stage_addon(lm, config, k, device, sums_done, addons_done, emit)
         llama, head = addon.model, addon.lm_head
         x_hard, y_hard = x_t[hard_t], y_t[hard_t]
         opt = _optim(config, k)
-        if replayed:
-            addon.load_state_dict(addons_done[k])
-            emit.log(f"stage {k}: finished before the resume point, replayed from the checkpoint (not trained)")
-        else:
+        if not replayed:
             emit.stage(k, f"LLM {k}: {config.stage_layers}-layer add-on on {n_hard} tokens as length-1 sequences",
                        epochs=config.epochs)
             # Eager forward for validation; the training steps (CUDA-graphed on GPU) may use the compiled one.
