@@ -108,5 +108,17 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+def registry_bytes(path: Path, runs: int, padding: int) -> bytes:
+    """The bytes of a real registry file of ``runs`` smoke runs (configs ``padding`` characters long),
+    its WAL checkpointed into it: the raw material for truncated or damaged copies."""
+    db = open_database(path)
+    for _ in range(runs):
+        store.create_run(db, "smoke", {"padding": "x" * padding})
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.dispose()
+    return path.read_bytes()
+
+
 def status_of(db, run_id: int) -> str:
     return store.get_run(db, run_id).status

@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from core.registry import open_database, store
 from core.registry.models import SCHEMA_VERSION
-from tests.conftest import subprocess_env
+from tests.conftest import registry_bytes, subprocess_env
 from tests.pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
 
 
@@ -145,14 +145,7 @@ def test_a_registry_on_a_read_only_filesystem_is_listed_and_never_written(mount_
 
 @pytest.mark.slow
 def test_hrm_refuses_truncated_random_and_foreign_files_without_changing_them(tmp_path):
-    good = tmp_path / "good.db"
-    db = open_database(good)
-    for _ in range(100):
-        store.create_run(db, "smoke", {"padding": "x" * 800})
-    with db.engine.begin() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.dispose()
-    data = good.read_bytes()
+    data = registry_bytes(tmp_path / "good.db", runs=100, padding=800)
     files = {"truncated.db": data[: len(data) // 2], "random.db": os.urandom(64 * 1024)}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)

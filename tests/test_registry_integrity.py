@@ -18,7 +18,7 @@ from core.registry import RegistryError, open_database, store
 from core.registry.db import make_engine
 from core.registry.decode import DAMAGED_KEY, decode_json_list, decode_json_object, json_object_or_damaged
 from core.registry.url import redact_url
-from tests.conftest import subprocess_env
+from tests.conftest import registry_bytes, subprocess_env
 
 
 # --- run ids and run folders ------------------------------------------------------------------
@@ -139,13 +139,7 @@ def test_a_foreign_sqlite_file_is_refused_and_left_exactly_as_it_was(tmp_path):
 
 
 def test_truncated_and_random_files_are_refused_and_never_overwritten(tmp_path, db_path):
-    db = open_database(db_path)
-    for _ in range(200):
-        store.create_run(db, "smoke", {"padding": "x" * 500})
-    with db.engine.begin() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.dispose()
-    whole = db_path.read_bytes()
+    whole = registry_bytes(db_path, runs=200, padding=500)
     truncated = tmp_path / "truncated.db"
     truncated.write_bytes(whole[: len(whole) // 3])
     random_file = tmp_path / "random.db"
