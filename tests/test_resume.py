@@ -162,14 +162,21 @@ def _interrupted_then_resumed(tmp_path, name, config, die_at):
     return first.events[: point.cursor["events"]] + second.events, point
 
 
-def test_lpt_resumed_from_a_checkpoint_ends_with_exactly_the_uninterrupted_numbers(tmp_path):
-    experiment = get_experiment("lpt")
-    config = experiment.make_config(**SMALL_LPT)
+def _uninterrupted_and_resumed(checkpoint_dir, name, die_at, **settings):
+    """``name`` run straight through, then killed at ``die_at`` and resumed from its checkpoint:
+    (the whole run's events, the two attempts' events as a user sees them, the resume point)."""
+    experiment = get_experiment(name)
+    config = experiment.make_config(**settings)
     whole = RecordingEmitter()
     experiment.run(config, whole)
-    events, point = _interrupted_then_resumed(tmp_path, "lpt", config, die_at=(0, 4))
+    events, point = _interrupted_then_resumed(checkpoint_dir, name, config, die_at=die_at)
+    return whole.events, events, point
+
+
+def test_lpt_resumed_from_a_checkpoint_ends_with_exactly_the_uninterrupted_numbers(tmp_path):
+    whole, events, point = _uninterrupted_and_resumed(tmp_path, "lpt", (0, 4), **SMALL_LPT)
     assert point.epoch == 3
-    assert _numbers(events) == _numbers(whole.events)
+    assert _numbers(events) == _numbers(whole)
 
 
 SMALL_GROWING = dict(variant="published", n_layers=3, d_model=32, max_epochs=2, patience=2)
@@ -178,24 +185,16 @@ SMALL_GROWING = dict(variant="published", n_layers=3, d_model=32, max_epochs=2, 
 @pytest.mark.slow
 @pytest.mark.parametrize("die_at", [(2, 2), (3, 1)], ids=["mid-stage", "at-a-stage-boundary"])
 def test_progressive_resumed_mid_stage_or_at_a_stage_boundary_matches_the_uninterrupted_run(tmp_path, die_at):
-    experiment = get_experiment("progressive")
-    config = experiment.make_config(**SMALL_GROWING)
-    whole = RecordingEmitter()
-    experiment.run(config, whole)
-    events, point = _interrupted_then_resumed(tmp_path, "progressive", config, die_at=die_at)
+    whole, events, point = _uninterrupted_and_resumed(tmp_path, "progressive", die_at, **SMALL_GROWING)
     assert (point.stage, point.stage_done) == ((2, False) if die_at == (2, 2) else (2, True))
-    assert _numbers(events) == _numbers(whole.events)
+    assert _numbers(events) == _numbers(whole)
 
 
 @pytest.mark.slow
 def test_greedy_layerwise_resumed_in_its_fine_tune_stage_matches_the_uninterrupted_run(tmp_path):
-    experiment = get_experiment("greedy-layerwise")
-    config = experiment.make_config(**SMALL_GROWING)
-    whole = RecordingEmitter()
-    experiment.run(config, whole)
-    events, point = _interrupted_then_resumed(tmp_path, "greedy-layerwise", config, die_at=(4, 2))
+    whole, events, point = _uninterrupted_and_resumed(tmp_path, "greedy-layerwise", (4, 2), **SMALL_GROWING)
     assert (point.stage, point.epoch) == (4, 1)
-    assert _numbers(events) == _numbers(whole.events)
+    assert _numbers(events) == _numbers(whole)
 
 
 # --- through the real scheduler, worker and CLI ---------------------------------------------------------
@@ -312,13 +311,10 @@ def test_hrm_resume_refuses_what_cannot_be_resumed_with_one_line(db, db_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, extra", [("irt", {"model": "irt"}), ("hrm", {}), ("infini-hrm", {"model": "infini-carry"})])
 def test_other_char_experiments_resume_exactly(tmp_path, name, extra):
-    experiment = get_experiment(name)
-    config = experiment.make_config(data="excerpt", max_epochs=4, patience=4, train_chars=2000, val_chars=600, **extra)
-    whole = RecordingEmitter()
-    experiment.run(config, whole)
-    events, point = _interrupted_then_resumed(tmp_path, name, config, die_at=(0, 3))
+    whole, events, point = _uninterrupted_and_resumed(tmp_path, name, (0, 3), data="excerpt", max_epochs=4, patience=4,
+                                                      train_chars=2000, val_chars=600, **extra)
     assert point.epoch == 2
-    assert _numbers(events) == _numbers(whole.events)
+    assert _numbers(events) == _numbers(whole)
 
 
 @pytest.mark.slow
@@ -330,12 +326,9 @@ def test_cascade_resumed_after_a_stage_replays_it_and_ends_with_the_uninterrupte
     model = build_tiny_model_dir(tmp_path / "model")
     data = tmp_path / "alpaca.json"
     data.write_text(json.dumps(tiny_records(96).rows))
-    experiment = get_experiment("cascade")
-    config = experiment.make_config(variant=variant, recipe=recipe, num_samples=40, seq_len=32, epochs=2, hard_ratio=0.3,
-                                    stages=3, model=model, data_file=str(data), device="cpu")
-    whole = RecordingEmitter()
-    experiment.run(config, whole)
-    events, point = _interrupted_then_resumed(tmp_path / "ck", "cascade", config, die_at=(3, 1))
+    whole, events, point = _uninterrupted_and_resumed(
+        tmp_path / "ck", "cascade", (3, 1), variant=variant, recipe=recipe, num_samples=40, seq_len=32, epochs=2,
+        hard_ratio=0.3, stages=3, model=model, data_file=str(data), device="cpu")
     assert (point.stage, point.stage_done) == (2, True) and sorted(point.state["addons"]) == [1, 2]
     strip = {"seconds", "train_tokens_per_s", "extract_tokens_per_s"}  # wall-clock times and rates
 
@@ -348,7 +341,7 @@ def test_cascade_resumed_after_a_stage_replays_it_and_ends_with_the_uninterrupte
                 out.append(e | {"metrics": {k: v for k, v in e["metrics"].items() if k not in strip}} if "metrics" in e else e)
         return out
 
-    assert clean(events) == clean(whole.events)
+    assert clean(events) == clean(whole)
 
 
 def test_a_checkpoint_that_cannot_be_written_is_reported_and_the_previous_one_stays(tmp_path):
