@@ -1,7 +1,9 @@
 """An :class:`~core.experiments.base.Emitter` that writes each event straight into the registry.
 
 Every call is one committed transaction, so a row is durable the moment ``emit`` returns: a
-SIGKILL of the worker (or of the scheduler) loses nothing that was emitted before it.
+SIGKILL of the worker (or of the scheduler) loses nothing that was emitted before it. An epoch sent
+with its per-layer metrics (``epoch(..., layers=...)``) is one event: one transaction, so a reader
+never sees the epoch without its layers, and one commit per epoch instead of two.
 
 Outages do not stop training. Each event carries a sequence number, recorded on the run in the
 event's own transaction. When a write fails with a transient error (PostgreSQL restarting, the
