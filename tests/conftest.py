@@ -65,6 +65,16 @@ def db(db_path):
     database.dispose()
 
 
+@pytest.fixture(scope="module")
+def module_registry(tmp_path_factory):
+    """(path, database) of one registry file shared by a module's tests: for modules whose runs are real
+    and slow to make, so they are made once."""
+    path = tmp_path_factory.mktemp("registry") / "runs.db"
+    database = open_database(path, create=True)
+    yield path, database
+    database.dispose()
+
+
 def scheduler_cmd(db_url: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "core.scheduler", "--db", db_url, *extra]
 

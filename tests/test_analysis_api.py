@@ -9,22 +9,13 @@ import sys
 import pytest
 
 from core import api
-from core.registry import open_database
 from tests.conftest import ROOT, run_scheduler_once, subprocess_env
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    path = tmp_path_factory.mktemp("analysis") / "runs.db"
-    database = open_database(path, create=True)
-    yield path, database
-    database.dispose()
-
-
-@pytest.fixture(scope="module")
-def trained(registry):
+def trained(module_registry):
     """Three real smoke runs executed by the scheduler: two tagged, one failed; then a note and a tag."""
-    _, db = registry
+    _, db = module_registry
     a = api.submit(db, "smoke", {"epochs": 4, "layers": 3, "seed": 1}, tags=["sweep-1"])
     b = api.submit(db, "smoke", {"epochs": 6, "layers": 2, "seed": 2, "stages": 2}, tags=["sweep-1"])
     c = api.submit(db, "smoke", {"epochs": 4, "fail_at_epoch": 3})
@@ -118,5 +109,5 @@ def test_notebook_page_runs(tmp_path, trained, db_path):
 
 
 @pytest.fixture
-def db_path(registry):
-    return registry[0]
+def db_path(module_registry):
+    return module_registry[0]

@@ -15,29 +15,20 @@ from core.registry import open_database, store
 from tests.conftest import ROOT, run_scheduler_once, subprocess_env
 
 
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    path = tmp_path_factory.mktemp("interop") / "runs.db"
-    database = open_database(path, create=True)
-    yield path, database
-    database.dispose()
+@pytest.fixture
+def db(module_registry):
+    return module_registry[1]
 
 
 @pytest.fixture
-def db(registry):
-    return registry[1]
-
-
-@pytest.fixture
-def db_path(registry):
-    return registry[0]
+def db_path(module_registry):
+    return module_registry[0]
 
 
 @pytest.fixture(scope="module")
-def trained(registry):
+def trained(module_registry):
     """A plain run and a two-stage run, executed by the real scheduler, with a note and tags."""
-    db = registry[1]
+    db = module_registry[1]
     plain = api.submit(db, "smoke", {"epochs": 4, "layers": 3}, tags=["exp-a"])
     staged = api.submit(db, "smoke", {"epochs": 3, "layers": 2, "stages": 2})
     done = run_scheduler_once(db.url)
