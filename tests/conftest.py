@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,21 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+@contextmanager
+def locked_out(db_path: Path, emitter):
+    """Inside: another writer holds the registry's write lock, and ``emitter`` writes through a fresh engine
+    (yielded; the caller disposes it) that waits 0.3 s for the lock, so its events go to its spool."""
+    os.environ["HRM_LOCK_TIMEOUT"] = "0.3"
+    try:
+        blocker = open_database(db_path)
+        with blocker.write():
+            emitter.db = open_database(db_path)  # a fresh engine reads the short lock timeout
+            yield emitter.db
+        blocker.dispose()
+    finally:
+        del os.environ["HRM_LOCK_TIMEOUT"]
 
 
 def registry_bytes(path: Path, runs: int, padding: int) -> bytes:

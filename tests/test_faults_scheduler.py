@@ -20,7 +20,7 @@ from core.registry import RunStatus, open_database, store
 from core.registry.emitter import SPOOL_NAME, RegistryEmitter, apply_event, replay_spool
 from core.registry.output import append_output, output_since, ship_file
 from core.scheduler import Executor, Scheduler, Slots
-from tests.conftest import ROOT, scheduler_cmd, status_of, stop_process, subprocess_env, wait_for
+from tests.conftest import ROOT, locked_out, scheduler_cmd, status_of, stop_process, subprocess_env, wait_for
 from tests.pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
 
 HRM = str(Path(sys.executable).with_name("hrm"))
@@ -230,18 +230,10 @@ def test_events_spool_while_the_registry_is_away_and_replay_in_order(db, db_path
     spool = tmp_path / SPOOL_NAME
     emit = RegistryEmitter(db, run.id, spool_path=spool)
     emit.epoch(1, {"val_ppl": 10.0})
-    os.environ["HRM_LOCK_TIMEOUT"] = "0.3"
-    try:
-        blocker = open_database(db_path)
-        with blocker.write():  # another writer holds the lock: this one cannot write
-            other = open_database(db_path)  # a fresh engine reads the short lock timeout
-            emit.db = other
-            emit.epoch(2, {"val_ppl": 9.0})
-            emit.layers(2, {1: {"loss": 1.0}})
-            assert spool.exists() and len(spool.read_text().splitlines()) == 2
-        blocker.dispose()
-    finally:
-        del os.environ["HRM_LOCK_TIMEOUT"]
+    with locked_out(db_path, emit) as other:  # another writer holds the lock: this one cannot write
+        emit.epoch(2, {"val_ppl": 9.0})
+        emit.layers(2, {1: {"loss": 1.0}})
+        assert spool.exists() and len(spool.read_text().splitlines()) == 2
     emit.backoff.next_at = 0
     emit.epoch(3, {"val_ppl": 8.0})  # the registry answers again: spool first, then this event
     assert not spool.exists()
