@@ -31,15 +31,21 @@ def _root():
     return Path(__file__).resolve().parents[1]
 
 
-async def test_cancel_of_a_finished_run_says_why_instead_of_asking(seeded):
+async def refusal_after(pilot, run_id: int, key: str) -> list[str]:
+    """Press ``key`` on ``run_id``'s row where the action cannot apply: no question is asked, and the
+    notifications shown (the reason) are returned."""
     from hrm_tui.tui.screens.confirm import ConfirmScreen
 
+    await press_on(pilot, run_id, key)
+    await pilot.pause()
+    assert not isinstance(pilot.app.screen, ConfirmScreen)
+    return [n.message for n in pilot.app._notifications]
+
+
+async def test_cancel_of_a_finished_run_says_why_instead_of_asking(seeded):
     path, ids = seeded
     async with dashboard(path) as (app, pilot):
-        await press_on(pilot, ids["done_a"], "x")
-        await pilot.pause()
-        assert not isinstance(app.screen, ConfirmScreen)
-        assert [n.message for n in app._notifications] == [f"run {ids['done_a']} is already completed"]
+        assert await refusal_after(pilot, ids["done_a"], "x") == [f"run {ids['done_a']} is already completed"]
 
 
 async def test_delete_of_a_running_run_says_why_instead_of_asking(seeded):
@@ -47,10 +53,7 @@ async def test_delete_of_a_running_run_says_why_instead_of_asking(seeded):
 
     path, ids = seeded
     async with dashboard(path) as (app, pilot):
-        await press_on(pilot, ids["staged"], "d")
-        await pilot.pause()
-        assert not isinstance(app.screen, ConfirmScreen)
-        assert [n.message for n in app._notifications] == [
+        assert await refusal_after(pilot, ids["staged"], "d") == [
             f"run {ids['staged']} is running: cancel it before deleting"]
         await press_on(pilot, ids["failed"], "d")
         await pilot.pause()
