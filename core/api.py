@@ -114,7 +114,9 @@ def submit(db: Database, experiment: str, values: Mapping[str, Any], *, tags: Se
     if host is not None and not host.strip():
         raise UserError("--host: a scheduler name cannot be empty", 2)
     exp = get_experiment(experiment)
-    try:  # data or model missing on this machine: refused now, not minutes later in a worker
+    try:  # an extra, data or model missing on this machine: refused now, not minutes later in a worker
+        if sqlite_path(db.url) is not None:  # a SQLite registry's workers run here; a shared one's may run elsewhere
+            config.check_requirements()
         config.preflight()
     except Unavailable as exc:
         raise UserError(f"{experiment}: {exc}", 1) from None

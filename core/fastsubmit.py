@@ -45,6 +45,7 @@ def checked_config(experiment: Experiment, values: Mapping[str, Any]) -> Experim
 
         raise UserError(f"invalid config for {experiment.name}: {format_validation_error(exc)}", 2) from None
     try:
+        config.check_requirements()
         config.preflight()
     except Unavailable as exc:
         raise UserError(f"{experiment.name}: {exc}", 1) from None

@@ -35,9 +35,13 @@ def hrm_without_extras(*args: str) -> subprocess.CompletedProcess:
 
 def test_the_cli_and_the_dashboard_need_no_extra(db_path, tmp_path):
     for args in (["run", "smoke", "--epochs", "2", "--no-start-scheduler"], ["ls"], ["ls", "--json"], ["show", "1"],
-                 ["experiments"], ["--help"], ["run", "lpt", "--no-start-scheduler"]):
+                 ["experiments"], ["--help"]):
         out = hrm_without_extras("--db", str(db_path), *args)
         assert out.returncode == 0, (args, out.stderr)
+    # A run that needs torch is refused at submit on a SQLite registry (its workers run in this environment).
+    refused = hrm_without_extras("--db", str(db_path), "run", "lpt", "--no-start-scheduler")
+    assert refused.returncode == 1 and refused.stderr == "error: lpt: torch is not installed: pip install 'hrm-tui[train]'\n"
+    assert hrm_without_extras("--db", str(db_path), "ls", "--json", "--all").stdout.count('"experiment"') == 1
     dashboard = without_extras("import hrm_tui.tui.app\nprint('ok')")
     assert dashboard.stdout == "ok\n", dashboard.stderr
 

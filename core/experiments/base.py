@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -57,6 +57,27 @@ class ExperimentConfig(BaseModel):
             if local and not os.path.exists(os.path.expanduser(value)):
                 raise ValueError(f"--{name.replace('_', '-')}: {value!r} does not exist")
         return self
+
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Top-level modules a run of this config imports (``("torch",)``): a missing one is refused at submit."""
+
+    def check_requirements(self) -> None:
+        """Raise :class:`Unavailable` naming the pip extra when a module in ``requires`` is not installed.
+
+        A plain ``pip install hrm-tui`` has no torch: a training run is refused at submit with the extra
+        to install, instead of being queued and failing in its worker.
+        """
+        import importlib.util
+
+        from core.extras import EXTRA_OF
+
+        for module in type(self).requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):  # a broken install counts as missing
+                found = False
+            if not found:
+                raise Unavailable(f"{module} is not installed: pip install 'hrm-tui[{EXTRA_OF.get(module, 'all')}]'")
 
     def preflight(self) -> None:
         """Checks that ask the machine rather than the values (data reachable, files present).

@@ -14,7 +14,7 @@ Only pydantic is imported here: listing the catalog and validating a config stay
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -79,6 +79,7 @@ class CharModelFields(BaseModel):
     """Window, batch and transformer shape of a character model, and the CPU thread count it runs with."""
 
     model_config = _FROZEN
+    requires: ClassVar[tuple[str, ...]] = ("torch", "numpy")
 
     seq_len: SeqLen = 64
     batch_size: BatchSize = 16

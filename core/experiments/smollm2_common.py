@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import ClassVar
 from urllib.parse import urlparse
 
 from pydantic import Field
@@ -22,6 +23,7 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 class SmolLM2Config(ExperimentConfig):
+    requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
     model: str = Field(DEFAULT_MODEL, min_length=1, max_length=1000,
                        description="hub id, local model directory, or .gguf file of the frozen base model")
     data_file: str = Field("", max_length=1000,
