@@ -235,7 +235,20 @@ def _cpu_threads_for(config: Any) -> contextlib.AbstractContextManager:
 
 
 def execute(db_url: str, run_id: int) -> int:
-    """Run ``run_id`` to its end; returns the process exit code."""
+    """Run ``run_id`` to its end; returns the process exit code.
+
+    The SIGTERM handling it installs is undone on return, so a process that calls it in-line (a test,
+    a notebook) does not go on ignoring SIGTERM, nor pass that on to every child it starts later.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        return _execute(db_url, run_id)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _execute(db_url: str, run_id: int) -> int:
     pid, host = os.getpid(), socket.gethostname()
     signal.signal(signal.SIGTERM, _on_sigterm)
     started = quick_start(db_url, run_id, pid, host)
