@@ -147,11 +147,23 @@ def load_command(name: str, spec: tuple[str, str, str]) -> Any:
     return command
 
 
-class LazyCommands(PlainHelp, TyperGroup):
+class ListsWithoutImporting:
+    """A group whose ``--help`` lists its commands from short help alone: ``_listing`` is set while it formats."""
+
+    _listing = False
+
+    def format_help(self, ctx, formatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+class LazyCommands(ListsWithoutImporting, PlainHelp, TyperGroup):
     """A group whose commands come from a table and are imported only when used."""
 
     table: dict[str, tuple[str, str, str]] = COMMANDS
-    _listing = False
 
     def list_commands(self, ctx) -> list[str]:
         return [*self.table, *(n for n in self.commands if n not in self.table)]
@@ -167,13 +179,6 @@ class LazyCommands(PlainHelp, TyperGroup):
         command = load_command(cmd_name, spec)
         self.commands[cmd_name] = command
         return command
-
-    def format_help(self, ctx, formatter) -> None:
-        self._listing = True
-        try:
-            super().format_help(ctx, formatter)
-        finally:
-            self._listing = False
 
 
 def _user_error_code(exc: BaseException) -> Optional[int]:

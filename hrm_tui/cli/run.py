@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from hrm_tui.cli import CONTEXT_SETTINGS, HrmCommand, PlainHelp, command_holder
+from hrm_tui.cli import CONTEXT_SETTINGS, HrmCommand, ListsWithoutImporting, PlainHelp, command_holder
 from hrm_tui.cli.common import MAX_ID, db_target, ensure_scheduler, err_console, registry
 
 
@@ -189,10 +189,8 @@ def _say_queued(run_id: int, name: str, variant: str, waiting: bool) -> None:
         sys.stdout.flush()
 
 
-class ExperimentCommands(PlainHelp, TyperGroup):
+class ExperimentCommands(ListsWithoutImporting, PlainHelp, TyperGroup):
     """``hrm run``'s subcommands: one per catalog entry, built on first use."""
-
-    _listing = False
 
     def list_commands(self, ctx) -> list[str]:
         from core.facade import catalog
@@ -220,13 +218,6 @@ class ExperimentCommands(PlainHelp, TyperGroup):
         command.name = cmd_name
         self.commands[cmd_name] = command
         return command
-
-    def format_help(self, ctx, formatter) -> None:
-        self._listing = True
-        try:
-            super().format_help(ctx, formatter)
-        finally:
-            self._listing = False
 
 
 def _refuse_broken_plugin(name: str) -> None:
