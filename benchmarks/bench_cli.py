@@ -4,7 +4,8 @@
 
 Issue #13's targets: ``hrm ls --json`` (200 runs) and ``hrm show RUN --json`` <= 4x a bare
 interpreter start of the same Python; ``hrm --help`` and ``hrm experiments`` <= 6x; ``hrm ls --json``
-over 20k runs < 2x its 200-run cost. The figure is CPU seconds (user + system) of each whole
+over 20k runs < 2x its 200-run cost, and so ``hrm ls`` (the table: it shows the newest 50, which is
+counted too) and ``hrm compare -e smoke --last 50`` (the same 50 runs picked out of 20k). The figure is CPU seconds (user + system) of each whole
 process, from ``os.wait4``: wall time on a shared machine swings with other load, CPU time much
 less. Commands are interleaved (every repeat runs each command once, in a shuffled order) and the
 median is reported, so a burst of load hits all of them alike.
@@ -13,17 +14,21 @@ median is reported, so a burst of load hits all of them alike.
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import random
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _measure import BARE_PYTHON, hrm_argv, interleaved_cpu  # noqa: E402
 
 TARGETS = {  # case -> (reference case, largest ratio allowed)
     "ls --json (200 runs)": ("python -c pass", 4.0),
@@ -32,6 +37,7 @@ TARGETS = {  # case -> (reference case, largest ratio allowed)
     "experiments": ("python -c pass", 6.0),
     "ls --json (20k runs)": ("ls --json (200 runs)", 2.0),
     "ls (20k runs, table)": ("ls (200 runs, table)", 2.0),
+    "compare -e smoke --last 50 (20k runs)": ("compare -e smoke --last 50 (200 runs)", 2.0),
 }
 
 
@@ -69,21 +75,72 @@ def fill_registry(path: Path, runs: int, *, epochs: int = 10, layers: int = 4) -
     return run.id
 
 
-def cpu_seconds(argv: list[str], env: dict[str, str]) -> float:
-    """User + system CPU seconds of one whole process (output discarded)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {err.strip()[-500:]}")
-    return usage.ru_utime + usage.ru_stime
+@dataclass
+class CliFigures:
+    """What :func:`measure` found: median CPU seconds per case, and how many runs ``hrm ls`` listed."""
+
+    medians: dict[str, float]
+    repeats: int
+    runs: int
+    many: int
+    listed_table: int | None = None  # data rows of a plain `hrm ls` (table) on the ``runs`` registry
+    listed_json: int | None = None  # records of a plain `hrm ls --json` on it
+
+    def ratio(self, case: str) -> float:
+        """The case's median over its reference's (``TARGETS``), or over bare python."""
+        reference = TARGETS.get(case, (BARE, 0.0))[0]
+        return self.medians[case] / self.medians[reference]
 
 
-def hrm_argv() -> list[str]:
-    script = Path(sys.executable).parent / "hrm"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "hrm_tui"]
+BARE = "python -c pass"
+TABLE_ROW = re.compile(r"^\s*\d+\s+smoke\s", re.MULTILINE)
+
+
+def _cases(hrm: list[str], small: Path, large: Path | None, detail: int) -> dict[str, list[str]]:
+    cases = {
+        BARE: list(BARE_PYTHON),
+        "ls --json (200 runs)": [*hrm, "--db", str(small), "ls", "--json"],
+        "show RUN --json": [*hrm, "--db", str(small), "show", str(detail), "--json"],
+        "--help": [*hrm, "--help"],
+        "experiments": [*hrm, "experiments"],
+        "ls (200 runs, table)": [*hrm, "--db", str(small), "ls"],
+        "ls --json --all (200 runs)": [*hrm, "--db", str(small), "ls", "--json", "--all"],
+        "compare -e smoke --last 50 (200 runs)": [*hrm, "--db", str(small), "compare", "-e", "smoke", "--last", "50"],
+    }
+    if large is not None:
+        cases |= {
+            "ls --json (20k runs)": [*hrm, "--db", str(large), "ls", "--json"],
+            "ls (20k runs, table)": [*hrm, "--db", str(large), "ls"],
+            "compare -e smoke --last 50 (20k runs)": [*hrm, "--db", str(large), "compare", "-e", "smoke", "--last", "50"],
+        }
+    return cases
+
+
+def measure(repeats: int = 15, runs: int = 200, many: int | None = 20_000) -> CliFigures:
+    """Median CPU seconds of every case (``many=None``: skip the large registry and its cases).
+
+    Also counts what a plain ``hrm ls`` and ``hrm ls --json`` list on the ``runs`` registry (the
+    default page is the newest 50).
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
+        small = Path(tmp) / "small.db"
+        large = Path(tmp) / "large.db" if many else None
+        detail = fill_registry(small, runs)
+        if large is not None:
+            fill_registry(large, many)
+        hrm = hrm_argv()
+        # byte code as an installed tool has it (written once into the git-ignored __pycache__
+        # folders), even where the shell sets PYTHONDONTWRITEBYTECODE; a private catalog cache
+        env = {**os.environ, "COLUMNS": "120", "HRM_DB": str(small), "XDG_CACHE_HOME": str(Path(tmp) / "cache")}
+        for name in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "HRM_NO_CACHE"):
+            env.pop(name, None)
+        cases = _cases(hrm, small, large, detail)
+        samples = interleaved_cpu(cases, env, repeats)
+        table = subprocess.run(cases["ls (200 runs, table)"], env=env, capture_output=True, text=True, check=True)
+        listed = subprocess.run(cases["ls --json (200 runs)"], env=env, capture_output=True, text=True, check=True)
+    return CliFigures(medians={name: statistics.median(values) for name, values in samples.items()},
+                      repeats=repeats, runs=runs, many=many or 0, listed_table=len(TABLE_ROW.findall(table.stdout)),
+                      listed_json=len(json.loads(listed.stdout)["runs"]))
 
 
 def main() -> None:
@@ -93,50 +150,22 @@ def main() -> None:
     parser.add_argument("--many", type=int, default=20_000)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
-        small, large = Path(tmp) / "small.db", Path(tmp) / "large.db"
-        detail = fill_registry(small, args.runs)
-        fill_registry(large, args.many)
-        hrm = hrm_argv()
-        # byte code as an installed tool has it (written once into the git-ignored __pycache__
-        # folders), even where the shell sets PYTHONDONTWRITEBYTECODE; a private catalog cache
-        env = {**os.environ, "COLUMNS": "120", "HRM_DB": str(small), "XDG_CACHE_HOME": str(Path(tmp) / "cache")}
-        for name in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "HRM_NO_CACHE"):
-            env.pop(name, None)
-        cases = {
-            "python -c pass": [sys.executable, "-c", "pass"],
-            "ls --json (200 runs)": [*hrm, "--db", str(small), "ls", "--json"],
-            "show RUN --json": [*hrm, "--db", str(small), "show", str(detail), "--json"],
-            "--help": [*hrm, "--help"],
-            "experiments": [*hrm, "experiments"],
-            "ls (200 runs, table)": [*hrm, "--db", str(small), "ls"],
-            "ls --json (20k runs)": [*hrm, "--db", str(large), "ls", "--json"],
-            "ls (20k runs, table)": [*hrm, "--db", str(large), "ls"],
-            "ls --json --all (200 runs)": [*hrm, "--db", str(small), "ls", "--json", "--all"],
-        }
-        for _ in range(2):  # compile byte code, fill the catalog cache, warm the page cache
-            for argv in cases.values():
-                cpu_seconds(argv, env)
-        samples: dict[str, list[float]] = {name: [] for name in cases}
-        order = list(cases)
-        for _ in range(args.repeats):
-            random.shuffle(order)
-            for name in order:
-                samples[name].append(cpu_seconds(cases[name], env))
-
-    median = {name: statistics.median(values) for name, values in samples.items()}
+    figures = measure(args.repeats, args.runs, args.many)
+    median = figures.medians
     print(f"CPU seconds per whole process, median of {args.repeats} interleaved repeats ({sys.executable})")
-    print(f"{'command':34} {'CPU s':>8} {'x bare':>8}   target")
+    print(f"{'command':40} {'CPU s':>8} {'x bare':>8}   target")
     failed = []
     for name, value in median.items():
-        line = f"{name:34} {value:8.3f} {value / median['python -c pass']:8.2f}"
+        line = f"{name:40} {value:8.3f} {value / median[BARE]:8.2f}"
         if name in TARGETS:
             ref, limit = TARGETS[name]
-            ratio = value / median[ref]
+            ratio = figures.ratio(name)
             ok = ratio <= limit
             failed += [] if ok else [name]
             line += f"   {ratio:.2f}x {ref} (<= {limit:g}x) {'ok' if ok else 'MISSED'}"
         print(line)
+    print(f"plain `hrm ls` of {args.runs} runs lists {figures.listed_table} (table), {figures.listed_json} (--json); "
+          f"target: the newest 50")
     if failed:
         print(f"missed: {', '.join(failed)}")
         raise SystemExit(1)

@@ -29,16 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _measure import bare_python_wall  # noqa: E402
 from core import api  # noqa: E402
 from core.registry import open_database, store  # noqa: E402
 
 TARGET_S = 0.4
-
-
-def bare_python() -> float:
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], check=True)
-    return time.perf_counter() - started
 
 
 def first_event(db, run_id: int, submitted: float, timeout: float = 30.0) -> float:
@@ -61,12 +56,14 @@ def wait_idle(db, run_id: int) -> None:
     time.sleep(0.2)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
+def measure(runs: int = 10, *, full_path: bool = True) -> dict[str, list[float]]:
+    """Seconds per sample, keyed ``bare`` (bare python start-up), ``api`` (submit through the API →
+    first event), ``cli`` (a whole ``hrm run smoke`` process → first event), ``cli process`` (how
+    long that process took) and, unless ``full_path`` is false, ``full`` (``--retries 0``)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     hrm = str(Path(sys.executable).with_name("hrm"))
+    out: dict[str, list[float]] = {"bare": [], "api": [], "cli": [], "cli process": [],
+                                   **({"full": []} if full_path else {})}
     with tempfile.TemporaryDirectory(prefix="hrm-latency-") as folder:
         path = Path(folder) / "runs.db"
         db = open_database(path, create=True)
@@ -78,7 +75,6 @@ def main() -> int:
             warm = api.submit(db, "smoke", {"epochs": 1})  # page in the worker's modules once
             first_event(db, warm.id, time.time())
             wait_idle(db, warm.id)
-            bare, in_process, whole, process, full = [], [], [], [], []
 
             def cli_run(extra: list[str], into: list[float], took: list[float] | None = None) -> None:
                 submitted = time.time()
@@ -90,23 +86,33 @@ def main() -> int:
                 into.append(first_event(db, run_id, submitted))
                 wait_idle(db, run_id)
 
-            for _ in range(args.runs):
-                bare.append(bare_python())
+            for _ in range(runs):
+                out["bare"].append(bare_python_wall())
                 submitted = time.time()
                 run = api.submit(db, "smoke", {"epochs": 1, "layers": 1})
-                in_process.append(first_event(db, run.id, submitted))
+                out["api"].append(first_event(db, run.id, submitted))
                 wait_idle(db, run.id)
-                cli_run([], whole, process)
-                cli_run(["--retries", "0"], full)
+                cli_run([], out["cli"], out["cli process"])
+                if full_path:
+                    cli_run(["--retries", "0"], out["full"])
         finally:
             scheduler.terminate()
             scheduler.wait(20)
             db.dispose()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    samples = measure(args.runs)
+    bare, full, whole = samples["bare"], samples["full"], samples["cli"]
     base = statistics.median(bare)
     print(f"bare `python -c pass`: median {base * 1000:.0f} ms over {len(bare)} (load average {os.getloadavg()[0]:.2f})")
-    rows = (("submit (api) -> first event", in_process, True),
+    rows = (("submit (api) -> first event", samples["api"], True),
             ("`hrm run smoke` process -> first event", whole, True),
-            ("  of which the `hrm run smoke` process", process, False),
+            ("  of which the `hrm run smoke` process", samples["cli process"], False),
             ("full path (--retries 0) -> first event", full, False))
     for label, values, target in rows:
         median = statistics.median(values)
