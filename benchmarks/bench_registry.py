@@ -152,7 +152,7 @@ def mlflow_contender(db_path: Path, runs: int, epochs: int, layers: int, durabil
 
 
 def ingest_race(tmp: Path, round_: int, mode: str, runs: int, mlflow_runs: int, epochs: int,
-                layers: int) -> dict[str, list[float]]:
+                layers: int, *, two_event: bool = True) -> dict[str, list[float]]:
     """{contender: [epochs, wall s, CPU s]} for one durability mode, timed run by run in rotating order.
 
     MLflow (``mlflow_runs`` > 0; it is ~100× slower) runs one of its runs after every
@@ -161,8 +161,10 @@ def ingest_race(tmp: Path, round_: int, mode: str, runs: int, mlflow_runs: int, 
     contenders: dict[str, Contender] = {
         "hrm": hrm_contender(tmp / f"hrm-{mode}-{round_}.db", runs, epochs, layers, mode),
         "raw": raw_sqlite_contender(tmp / f"raw-{mode}-{round_}.db", runs, epochs, layers, mode),
-        "hrm 2-event": hrm_contender(tmp / f"hrm2-{mode}-{round_}.db", runs, epochs, layers, mode, separate=True),
     }
+    if two_event:
+        contenders["hrm 2-event"] = hrm_contender(tmp / f"hrm2-{mode}-{round_}.db", runs, epochs, layers, mode,
+                                                  separate=True)
     mlflow = mlflow_contender(tmp / f"mlflow-{mode}-{round_}.db", mlflow_runs, epochs, layers, mode) \
         if mlflow_runs else None
     totals = {name: [0.0, 0.0, 0.0] for name in [*contenders, *(["mlflow"] if mlflow else [])]}
@@ -188,6 +190,35 @@ def ingest_race(tmp: Path, round_: int, mode: str, runs: int, mlflow_runs: int, 
         for _, close in [*contenders.values(), *([mlflow] if mlflow else [])]:
             close()
     return totals
+
+
+def measure_ingest(tmp: Path, *, runs: int = 200, epochs: int = 50, layers: int = 8, rounds: int = 3,
+                   mlflow: bool = True, two_event: bool = True) -> dict[str, list[float]]:
+    """{"<contender> <mode>": [epochs, wall s, CPU s]} summed over ``rounds`` fresh rounds of both modes.
+
+    ``full`` syncs every commit, so it runs a tenth of the runs; MLflow a tenth of those (a
+    fortieth in ``full``). Contenders: ``hrm``, ``raw``, ``mlflow`` (when installed and asked for)
+    and ``hrm 2-event`` (the former two-commit pattern, unless ``two_event`` is false).
+    """
+    totals: dict[str, list[float]] = {}
+    for round_ in range(rounds):
+        for mode in ("normal", "full"):
+            mode_runs = runs if mode == "normal" else max(1, runs // 10)
+            mlflow_runs = max(1, runs // (10 if mode == "normal" else 40)) if mlflow else 0
+            race = ingest_race(tmp, round_, mode, mode_runs, mlflow_runs, epochs, layers, two_event=two_event)
+            for name, (done, wall, cpu) in race.items():
+                total = totals.setdefault(f"{name} {mode}", [0.0, 0.0, 0.0])
+                total[0] += done
+                total[1] += wall
+                total[2] += cpu
+    return totals
+
+
+def ingest_rates(totals: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """(epochs per wall second, CPU µs per epoch) of each contender in :func:`measure_ingest`'s totals."""
+    rate = {name: done / wall for name, (done, wall, _) in totals.items()}
+    cpu_us = {name: cpu / done * 1e6 for name, (done, _, cpu) in totals.items()}
+    return rate, cpu_us
 
 
 _POLLING_READER = """
@@ -315,19 +346,9 @@ def main() -> None:
               f"each epoch = one numbered epoch event ({len(RUN_LEVEL)} run-level metrics, latest-metric upkeep, "
               f"progress, {args.layers} per-layer losses), one committed transaction; "
               f"'hrm 2-event' = the former epoch event + layers event, two commits")
-        totals: dict[str, dict[str, list[float]]] = {}
-        for round_ in range(args.rounds):
-            for mode in ("normal", "full"):
-                runs = args.runs if mode == "normal" else max(1, args.runs // 10)
-                mlflow_runs = 0 if args.skip_mlflow else max(1, args.runs // (10 if mode == "normal" else 40))
-                race = ingest_race(tmp, round_, mode, runs, mlflow_runs, args.epochs, args.layers)
-                for name, (epochs, wall, cpu) in race.items():
-                    total = totals.setdefault(f"{name} {mode}", [0.0, 0.0, 0.0])
-                    total[0] += epochs
-                    total[1] += wall
-                    total[2] += cpu
-        rate = {name: epochs / wall for name, (epochs, wall, _) in totals.items()}
-        cpu_us = {name: cpu / epochs * 1e6 for name, (epochs, _, cpu) in totals.items()}
+        totals = measure_ingest(tmp, runs=args.runs, epochs=args.epochs, layers=args.layers, rounds=args.rounds,
+                                mlflow=not args.skip_mlflow)
+        rate, cpu_us = ingest_rates(totals)
         rows_per_epoch = len(RUN_LEVEL) + args.layers
         for name in totals:
             print(f"{name + ' ingest:':<28}{rate[name]:>10,.0f} epochs/s ({rate[name] * rows_per_epoch:>9,.0f} rows/s), "
