@@ -234,58 +234,93 @@ def _event_to_screen(session: str, path: Path, run_id: int, pattern: str, sample
     return worst
 
 
-def idle_session(tree: Path, path: Path, run_id: int, seconds: float = 10.0) -> dict[str, float | None]:
-    """Start the dashboard of ``tree`` in tmux over ``path`` and measure it (see the module docstring)."""
+def _launch(command: str, env: dict[str, str]) -> tuple[str, int]:
+    """Start ``command`` in a new detached 120×40 tmux session; (session name, the pane's pid)."""
     session = f"hrm-bench-{os.getpid()}-{time.monotonic_ns()}"
-    command = f"cd {shlex.quote(str(tree))} && exec {shlex.quote(sys.executable)} -m hrm_tui.tui.app --db {shlex.quote(str(path))}"
-    env = {"PYTHONPATH": str(tree), "TERM": "xterm-256color"}
     _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40",
           *(a for k, v in env.items() for a in ("-e", f"{k}={v}")), command)
+    return session, int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
+
+
+def idle_session(tree: Path, path: Path, run_id: int, seconds: float = 10.0, samples: int = 3) -> dict[str, float | None]:
+    """Start the dashboard of ``tree`` in tmux over ``path`` and measure it (see the module docstring)."""
+    command = f"cd {shlex.quote(str(tree))} && exec {shlex.quote(sys.executable)} -m hrm_tui.tui.app --db {shlex.quote(str(path))}"
+    session, pid = _launch(command, {"PYTHONPATH": str(tree), "TERM": "xterm-256color"})
     out: dict[str, float | None] = {}
     try:
-        pid = int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
         out["rows on screen after launch (s)"] = _wait_for(session, rf"^\W*{run_id} smoke", timeout=20)
         time.sleep(3)  # the full read and the first repaint are start-up, not idling
         out["runs list: idle CPU (% of a core)"] = _cpu_percent(pid, seconds)
-        out["runs list: epoch → screen (s)"] = _event_to_screen(session, path, run_id, r"^\W*%s\b.*ep %%d/" % run_id)
+        out["runs list: epoch → screen (s)"] = _event_to_screen(session, path, run_id, r"^\W*%s\b.*ep %%d/" % run_id,
+                                                                samples)
         _tmux("send-keys", "-t", session, "Home", "Enter")
         _wait_for(session, rf"run {run_id} smoke", timeout=10)
         time.sleep(3)
         out["run view: idle CPU (% of a core)"] = _cpu_percent(pid, seconds)
-        out["run view: epoch → screen (s)"] = _event_to_screen(session, path, run_id, rf"run {run_id} smoke.* ep %d/")
+        out["run view: epoch → screen (s)"] = _event_to_screen(session, path, run_id, rf"run {run_id} smoke.* ep %d/",
+                                                               samples)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     return out
 
 
-def idle(args: argparse.Namespace) -> None:
+_BARE_TEXTUAL = """
+from textual.app import App
+from textual.widgets import Static
+
+class Bare(App):
+    def compose(self):
+        yield Static("bare textual app ready")
+
+Bare().run()
+"""
+
+
+def bare_textual(seconds: float = 10.0) -> dict[str, float | None]:
+    """The floor under the dashboard's figures: an empty Textual app (one static line) in the same
+    kind of tmux terminal, its first paint after launch (s) and its idle CPU (% of a core)."""
+    session, pid = _launch(f"exec {shlex.quote(sys.executable)} -c {shlex.quote(_BARE_TEXTUAL)}",
+                           {"TERM": "xterm-256color"})
+    try:
+        shown = _wait_for(session, "bare textual app ready", timeout=20)
+        time.sleep(3)
+        return {"on screen after launch (s)": shown, "idle CPU (% of a core)": _cpu_percent(pid, seconds)}
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def measure_idle(runs: int = 200, epochs: int = 50, layers: int = 4, *, before: str | None = None,
+                 seconds: float = 10.0, samples: int = 3) -> dict[str, dict[str, float | None]]:
+    """{tree name: :func:`idle_session`'s figures} for this checkout ("now") and, with ``before``, another
+    revision (a git revision or a directory holding a checkout of it), over one registry of ``runs``
+    finished runs plus a ``smoke`` run a real scheduler trains (one epoch every 0.7 s)."""
     from core import api
 
     workdir = Path(tempfile.mkdtemp(prefix="hrm-bench-idle-"))
     path = workdir / "runs.db"
-    seed(path, runs=args.runs, epochs=args.epochs, layers=args.layers, active=0, queued=0)
+    seed(path, runs=runs, epochs=epochs, layers=layers, active=0, queued=0)
     db = api.open_registry(str(path))
-    run_id = api.submit(db, "smoke", {"epochs": 10_000, "sleep": 0.7, "layers": args.layers}, priority=10).id
+    run_id = api.submit(db, "smoke", {"epochs": 10_000, "sleep": 0.7, "layers": layers}, priority=10).id
     with (workdir / "scheduler.log").open("wb") as log:
         scheduler = subprocess.Popen([sys.executable, "-m", "core.scheduler", "--db", str(path), "--max-parallel",
                                       "1", "--gpus", ""], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
     trees = {"now": ROOT}
-    if args.before and Path(args.before).is_dir():  # a checkout of the other revision
-        trees = {f"before ({Path(args.before).name})": Path(args.before), **trees}
-    elif args.before:
-        before = workdir / "before"
-        before.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before], capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
-        trees = {f"before ({args.before})": before, **trees}
+    if before and Path(before).is_dir():  # a checkout of the other revision
+        trees = {f"before ({Path(before).name})": Path(before), **trees}
+    elif before:
+        other = workdir / "before"
+        other.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", before], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(other)], input=archive.stdout, check=True)
+        trees = {f"before ({before})": other, **trees}
     try:
         deadline = time.monotonic() + 120
         while _epoch(path, run_id) < 2:
             if time.monotonic() > deadline or scheduler.poll() is not None:
-                raise SystemExit(f"the smoke run never trained: see {workdir / 'scheduler.log'}")
+                raise RuntimeError(f"the smoke run never trained: see {workdir / 'scheduler.log'}")
             time.sleep(0.1)
-        results = {name: idle_session(tree, path, run_id) for name, tree in trees.items()}
+        return {name: idle_session(tree, path, run_id, seconds, samples) for name, tree in trees.items()}
     finally:
         api.cancel(db, run_id)  # the worker outlives its scheduler by design: stop the training run first
         deadline = time.monotonic() + 30
@@ -294,15 +329,23 @@ def idle(args: argparse.Namespace) -> None:
             time.sleep(0.2)
         os.killpg(scheduler.pid, signal.SIGTERM)
         scheduler.wait(timeout=30)
+        db.dispose()
+
+
+def idle(args: argparse.Namespace) -> None:
+    results = measure_idle(args.runs, args.epochs, args.layers, before=args.before)
     print(f"idle dashboard over {args.runs:,} runs + 1 training smoke run (load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs):")
-    names = list(trees)
+    names = list(results)
     print(f"  {'':<36}" + "".join(f"{n:>22}" for n in names) + "   target")
     for key in results[names[-1]]:
         target = next((f"≤ {v:g} %" for k, v in IDLE_TARGETS.items() if key.startswith(k) and "CPU" in key),
                       "≤ 1 s" if "(s)" in key else "")
         cells = "".join(f"{'—' if results[n].get(key) is None else format(results[n][key], '.2f'):>22}" for n in names)
         print(f"  {key:<36}{cells}   {target}")
+    floor = bare_textual()
+    print("  an empty Textual app in the same terminal: " + ", ".join(
+        f"{k} {'—' if v is None else format(v, '.2f')}" for k, v in floor.items()))
 
 
 def main() -> None:
