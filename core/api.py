@@ -107,7 +107,7 @@ def submit(db: Database, experiment: str, values: Mapping[str, Any], *, tags: Se
     """Validate and queue a run; nothing is written when validation fails.
 
     ``host`` pins the run to the scheduler of that name (``hrm run --host H``); None: any host.
-    ``executor`` (``local`` or ``slurm``, ``hrm run --executor``): where it runs; None: the scheduler's choice.
+    ``executor`` (``local``, ``slurm`` or ``ray``, ``hrm run --executor``): where it runs; None: the scheduler's choice.
     """
     check_executor(executor)
     config = validate_config(experiment, values)
@@ -124,14 +124,21 @@ def submit(db: Database, experiment: str, values: Mapping[str, Any], *, tags: Se
                             retry_of=retry_of, headline_key=exp.headline, target_host=host, executor=executor)
 
 
-EXECUTORS = ("local", "slurm")
-"""Where a worker may run: a subprocess of the scheduler's host, or a Slurm job (core.scheduler.slurm)."""
+EXECUTORS = ("local", "slurm", "ray")
+"""Where a worker may run: a subprocess of the scheduler's host, a Slurm job (core.scheduler.slurm) or a
+Ray actor (core.scheduler.ray_engine)."""
 
 
 def check_executor(executor: str | None) -> None:
-    """``--executor``: one of :data:`EXECUTORS` (UserError, exit 2, before anything is written)."""
+    """``--executor``: one of :data:`EXECUTORS` (UserError, exit 2, before anything is written); ``ray``
+    needs the ``[ray]`` extra installed."""
     if executor is not None and executor not in EXECUTORS:
         raise UserError(f"--executor {executor!r}: expected {' or '.join(EXECUTORS)}", 2)
+    if executor == "ray":
+        from core.scheduler.ray_engine import ray_missing
+
+        if (problem := ray_missing()) is not None:
+            raise UserError(problem, 2)
 
 
 # --- scheduler ------------------------------------------------------------------------------
@@ -176,28 +183,51 @@ class SchedulerPlan:
     slots: Any
     executor: str = "local"
     slurm: Any = None
+    ray: Any = None
+    """Ray's options (``--ray-address``, ``--ray-gpus``): the default engine's with ``--executor ray``, else
+    those of the runs that ask for Ray."""
 
     def describe(self) -> str:
         if self.executor == "slurm":
             return f"Slurm (up to {self.slots.max_parallel} jobs)"
+        if self.executor == "ray":
+            return f"Ray at {self.ray.resolved_address()} (up to {self.slots.max_parallel} runs)"
         return self.slots.describe()
 
 
 def plan_scheduler(*, gpus: str | None = None, pack: int = 1, max_parallel: int | None = None,
                    executor: str = "local", partition: str | None = None, gres: str | None = None,
                    time_limit: str | None = None, cpus_per_task: int | None = None,
-                   mem: str | None = None) -> SchedulerPlan:
-    """Slots and executor from the scheduler's options; UserError(2) for contradictions, (1) without Slurm."""
+                   mem: str | None = None, ray_address: str | None = None,
+                   ray_gpus: float | None = None) -> SchedulerPlan:
+    """Slots and executor from the scheduler's options; UserError(2) for contradictions or a missing extra,
+    (1) without Slurm."""
     from core.scheduler import Slots
 
     slurm_flags = [flag for flag, value in (("--partition", partition), ("--gres", gres), ("--time", time_limit),
                                             ("--cpus-per-task", cpus_per_task), ("--mem", mem)) if value is not None]
-    if executor not in ("local", "slurm"):
-        raise UserError(f"--executor {executor!r}: expected local or slurm", 2)
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor {executor!r}: expected {' or '.join(EXECUTORS)}", 2)
+    ray = None
+    if executor == "ray" or ray_address is not None or ray_gpus is not None:
+        from core.scheduler.ray_engine import ray_missing, ray_options
+
+        try:
+            ray = ray_options(address=ray_address, num_gpus=ray_gpus)
+        except ValueError as exc:
+            raise UserError(str(exc), 2) from None
+        if executor == "ray" and (problem := ray_missing()) is not None:
+            raise UserError(problem, 2)
+    if executor == "ray":
+        if slurm_flags:
+            raise UserError(f"{slurm_flags[0]} is a Slurm option: with --executor ray ask Ray with --ray-gpus", 2)
+        if gpus or pack != 1:
+            raise UserError("--gpus and --pack are for local workers: with --executor ray ask Ray with --ray-gpus", 2)
+        return SchedulerPlan(Slots.from_options("", max_parallel=max_parallel or 16), "ray", ray=ray)
     if executor == "local":
         if slurm_flags:
             raise UserError(f"{slurm_flags[0]} is a Slurm option: add --executor slurm", 2)
-        return SchedulerPlan(Slots.from_options(gpus, pack=pack, max_parallel=max_parallel))
+        return SchedulerPlan(Slots.from_options(gpus, pack=pack, max_parallel=max_parallel), ray=ray)
     if gpus or pack != 1:
         raise UserError("--gpus and --pack are for local workers: with --executor slurm ask Slurm with --gres", 2)
     from core.scheduler.slurm import slurm_available, slurm_options
@@ -210,7 +240,7 @@ def plan_scheduler(*, gpus: str | None = None, pack: int = 1, max_parallel: int 
     if (problem := slurm_available()) is not None:
         raise UserError(f"--executor slurm: {problem}", 1)
     slots = Slots.from_options("", max_parallel=max_parallel or 16)  # Slurm places the jobs: this bounds how many
-    return SchedulerPlan(slots, "slurm", options)
+    return SchedulerPlan(slots, "slurm", options, ray=ray)
 
 
 def run_scheduler(db: Database, plan: SchedulerPlan, *, name: str | None = None, stale_after: float = 60.0,
@@ -221,11 +251,23 @@ def run_scheduler(db: Database, plan: SchedulerPlan, *, name: str | None = None,
     from core.scheduler import Scheduler, SchedulerAlreadyRunning
 
     engine = None
+    beat = {"HRM_HEARTBEAT_INTERVAL": f"{max(0.2, min(5.0, stale_after / 6)):g}"}
     if plan.executor == "slurm":
         from core.scheduler.by_run import slurm_first
 
-        beat = max(0.2, min(5.0, stale_after / 6))
-        engine = slurm_first(db, plan.slurm, env={"HRM_HEARTBEAT_INTERVAL": f"{beat:g}"})
+        engine = slurm_first(db, plan.slurm, env=beat, ray=plan.ray)
+    elif plan.executor == "ray":
+        from core.scheduler.by_run import ray_first
+        from core.scheduler.ray_engine import RayError
+
+        try:
+            engine = ray_first(db, plan.ray, env=beat)
+        except RayError as exc:
+            raise UserError(f"--executor ray: {exc}", 1) from None
+    elif plan.ray is not None:
+        from core.scheduler.by_run import default_executor
+
+        engine = default_executor(db, env=beat, ray=plan.ray)
     policy = EndPolicy(retries=retries, on_finish=on_finish, webhook=webhook)
     try:
         Scheduler(db, plan.slots, name=name, stale_after=stale_after, once=once, idle_exit=idle_exit,

@@ -14,7 +14,7 @@ EXTRA_OF: dict[str, str] = {
     "datasets": "hub",
     "matplotlib": "report",
     "psycopg": "postgres",
-    "pandas": "analysis", "optuna": "sweep", "submitit": "slurm",
+    "pandas": "analysis", "optuna": "sweep", "submitit": "slurm", "ray": "ray",
     "tensorboard": "interop", "mlflow": "interop", "pyarrow": "interop",
 }
 """Top-level module -> the extra of ``pyproject.toml`` that provides it."""

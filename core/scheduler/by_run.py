@@ -1,4 +1,4 @@
-"""One scheduler, several engines: each run goes to the engine it asked for (``hrm run X --executor slurm``),
+"""One scheduler, several engines: each run goes to the engine it asked for (``hrm run X --executor slurm|ray``),
 or to the scheduler's own (``hrm scheduler --executor ...``, local by default).
 
 :class:`ExecutorByRun` is an :class:`~core.scheduler.executor.Executor` that remembers which engine
@@ -78,8 +78,9 @@ class ExecutorByRun(Executor):
         return reap(handle, timeout) if reap is not None else None
 
 
-def default_executor(db, *, env: Mapping[str, str]) -> ExecutorByRun:
-    """Local subprocesses, and Slurm jobs for the runs that ask for it (made on first use, default options)."""
+def default_executor(db, *, env: Mapping[str, str], ray=None) -> ExecutorByRun:
+    """Local subprocesses, and Slurm jobs or Ray actors for the runs that ask for them (made on first use;
+    Ray's options ``ray``, None: the cluster of ``$RAY_ADDRESS`` or this machine's)."""
     from core.scheduler.executor import LocalExecutor
 
     def slurm() -> Executor:
@@ -87,12 +88,36 @@ def default_executor(db, *, env: Mapping[str, str]) -> ExecutorByRun:
 
         return SlurmExecutor(db, env=env)
 
-    return ExecutorByRun(LocalExecutor(db, env=env), {"slurm": slurm})
+    return ExecutorByRun(LocalExecutor(db, env=env), {"slurm": slurm, "ray": _ray_factory(db, ray, env)})
 
 
-def slurm_first(db, options, *, env: Mapping[str, str]) -> ExecutorByRun:
-    """Slurm jobs (``hrm scheduler --executor slurm``), and local subprocesses for runs that ask for ``local``."""
+def slurm_first(db, options, *, env: Mapping[str, str], ray=None) -> ExecutorByRun:
+    """Slurm jobs (``hrm scheduler --executor slurm``), and local subprocesses or Ray actors for runs that ask for them."""
     from core.scheduler.executor import LocalExecutor
     from core.scheduler.slurm import SlurmExecutor
 
-    return ExecutorByRun(SlurmExecutor(db, options, env=env), {"local": lambda: LocalExecutor(db, env=env)})
+    return ExecutorByRun(SlurmExecutor(db, options, env=env), {"local": lambda: LocalExecutor(db, env=env),
+                                                               "ray": _ray_factory(db, ray, env)})
+
+
+def ray_first(db, options, *, env: Mapping[str, str]) -> ExecutorByRun:
+    """Ray actors (``hrm scheduler --executor ray``), and local subprocesses or Slurm jobs for runs that ask for them."""
+    from core.scheduler.executor import LocalExecutor
+    from core.scheduler.ray_engine import RayExecutor
+
+    def slurm() -> Executor:
+        from core.scheduler.slurm import SlurmExecutor
+
+        return SlurmExecutor(db, env=env)
+
+    return ExecutorByRun(RayExecutor(db, options, env=env), {"local": lambda: LocalExecutor(db, env=env),
+                                                             "slurm": slurm})
+
+
+def _ray_factory(db, options, env: Mapping[str, str]) -> Callable[[], Executor]:
+    def ray() -> Executor:
+        from core.scheduler.ray_engine import RayExecutor
+
+        return RayExecutor(db, options, env=env)
+
+    return ray

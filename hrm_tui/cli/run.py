@@ -42,7 +42,7 @@ def _common_run_parameters() -> list[inspect.Parameter]:
         opt("hrm_host", Optional[str], None, "--host", help="run it only on the scheduler of this name (host)",
             show_default="any host"),
         opt("hrm_executor", Optional[str], None, "--executor",
-            help="local (a subprocess of the scheduler's host) or slurm (a Slurm job, through submitit)",
+            help="local (a subprocess of the scheduler's host), slurm (a Slurm job, through submitit) or ray (a Ray actor)",
             show_default="the scheduler's --executor"),
     ]
 

@@ -26,13 +26,19 @@ def scheduler(
     stale_after: Annotated[float, typer.Option(
         "--stale-after", min=1, help="seconds without a worker heartbeat before its run is marked lost")] = 60.0,
     executor: Annotated[str, typer.Option(
-        "--executor", help="where workers run: local (subprocesses) or slurm (a job each, through submitit)")] = "local",
+        "--executor", help="where workers run: local (subprocesses), slurm (a job each, through submitit) or ray "
+        "(an actor each on a Ray cluster)")] = "local",
     partition: Annotated[Optional[str], typer.Option("--partition", help="slurm: the partition to submit to")] = None,
     gres: Annotated[Optional[str], typer.Option("--gres", help="slurm: generic resources per job, e.g. gpu:1")] = None,
     time_limit: Annotated[Optional[str], typer.Option(
         "--time", show_default="1:00:00", help="slurm: each job's time limit (MINUTES, HH:MM:SS or D-HH:MM:SS)")] = None,
     cpus_per_task: Annotated[Optional[int], typer.Option("--cpus-per-task", min=1, help="slurm: CPUs per job")] = None,
     mem: Annotated[Optional[str], typer.Option("--mem", help="slurm: memory per job, e.g. 16G")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", show_default="$RAY_ADDRESS, else this machine's cluster",
+        help="ray: the cluster's head, e.g. 10.0.0.5:6379")] = None,
+    ray_gpus: Annotated[Optional[float], typer.Option(
+        "--ray-gpus", min=0, show_default="1 if the cluster has GPUs, else 0", help="ray: GPUs per run (0.5 shares one)")] = None,
     db: DbOption = None,
 ) -> None:
     """Run the scheduler in the foreground: launch queued runs as worker subprocesses."""
@@ -44,7 +50,8 @@ def scheduler(
     if name is not None and not name.strip():
         raise api.UserError("--name: a scheduler name cannot be empty", 2)
     plan = api.plan_scheduler(gpus=gpus, pack=pack, max_parallel=max_parallel, executor=executor, partition=partition,
-                              gres=gres, time_limit=time_limit, cpus_per_task=cpus_per_task, mem=mem)
+                              gres=gres, time_limit=time_limit, cpus_per_task=cpus_per_task, mem=mem,
+                              ray_address=ray_address, ray_gpus=ray_gpus)
     database = registry(ctx, db, create=True)
     shown = getattr(database, "safe_url", None) or "the registry"
     err_console().print(f"scheduler {name or api.local_scheduler_name()!r} on {plan.describe()} for {shown} "
