@@ -1,11 +1,16 @@
 """Report 004's whole suite (Exp 1–11, both variants) through the real scheduler, several runs per GPU.
 
     python benchmarks/gpu_004_suite.py [--gpus 0,1] [--pack 8] [--variants published,corrected] [--db /tmp/suite.db]
+        [--cascade MODEL.gguf --cascade-data ALPACA.json [--cascade-set recipe=001,stages=2]] [--cascade-alone]
 
 Queues what ``hrm reproduce 004`` queues, runs ``Scheduler`` with ``--gpus G --pack N`` (N runs
 share each GPU, each a worker subprocess), samples every GPU's utilisation with ``nvidia-smi``
 while it runs, and prints the wall time of the whole suite, each run's time and headline, and how
 many published numbers land within tolerance.
+
+``--cascade`` also queues one SmolLM2 ``cascade`` run (the real model, ahead of the char runs) so that
+it trains next to them on the same GPUs; ``--cascade-alone`` first runs that cascade by itself on the
+first GPU, on its own registry, as the baseline of how much the char runs slow it down.
 """
 
 from __future__ import annotations
@@ -60,6 +65,38 @@ class UtilisationSampler(threading.Thread):
         return "GPU utilisation: " + "; ".join(parts)
 
 
+def cascade_values(args: argparse.Namespace) -> dict[str, object]:
+    """The cascade run's config: the real model and Alpaca file, plus ``--cascade-set k=v,...``."""
+    values: dict[str, object] = {"model": args.cascade, "data_file": args.cascade_data, "device": "cuda"}
+    for item in filter(None, (args.cascade_set or "").split(",")):
+        key, _, value = item.partition("=")
+        values[key.strip().replace("-", "_")] = value.strip()
+    return values
+
+
+def cascade_line(db, run_id: int) -> str:
+    """One line on the cascade run: status, wall, headline and the summary figures its worker logged."""
+    run = store.get_run(db, run_id)
+    seconds = (run.finished_at or 0) - (run.started_at or 0)
+    wanted = ("best_val_ppl", "extract_tokens_per_s", "train_tokens_per_s", "threshold")
+    latest = {m["key"]: m["last"] for m in store.latest_metrics(db, [run_id]).get(run_id, []) if m["key"] in wanted}
+    figures = ", ".join(f"{k} {v:,.2f}" for k, v in sorted(latest.items()) if isinstance(v, (int, float)))
+    return (f"cascade run {run.id}: {run.status} in {seconds:.1f} s on GPU {run.gpu}; headline "
+            f"{run.headline_value}; {figures}" + (f"; error: {run.error}" if run.error else ""))
+
+
+def run_cascade_alone(args: argparse.Namespace, gpus: tuple[str, ...]) -> None:
+    """The baseline: the same cascade run with the GPU to itself."""
+    path = Path(args.db).with_name(Path(args.db).stem + "-cascade-alone.db")
+    path.unlink(missing_ok=True)
+    db = open_database(str(path))
+    run = api.submit(db, "cascade", cascade_values(args))
+    start = time.perf_counter()
+    Scheduler(db, Slots(gpus[:1], 1, 1), poll=0.2, once=True).run()
+    print(f"cascade alone on GPU {gpus[0] if gpus else 'cpu'}: {time.perf_counter() - start:.1f} s wall\n"
+          f"{cascade_line(db, run.id)}\n", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="/tmp/suite004.db")
@@ -67,14 +104,21 @@ def main() -> None:
     parser.add_argument("--variants", default="published,corrected")
     parser.add_argument("--only", default=None, help="experiment ids, e.g. 5-11")
     parser.add_argument("--gpus", default=None, help="GPU indices, e.g. 0,1 (default: the first visible GPU)")
+    parser.add_argument("--cascade", default=None, help="a SmolLM2 GGUF file or model dir: queue one cascade run too")
+    parser.add_argument("--cascade-data", default=None, help="the Alpaca JSON file of the cascade run")
+    parser.add_argument("--cascade-set", default=None, help="more cascade settings, e.g. recipe=001,stages=2")
+    parser.add_argument("--cascade-alone", action="store_true", help="first run the cascade alone on one GPU")
     args = parser.parse_args()
+    gpus = tuple(g for g in args.gpus.split(",") if g) if args.gpus is not None else detect_gpus()[:1]
+    if args.cascade and args.cascade_alone:
+        run_cascade_alone(args, gpus)
     Path(args.db).unlink(missing_ok=True)
     db = open_database(args.db)
+    cascade = api.submit(db, "cascade", cascade_values(args), priority=10) if args.cascade else None
     for variant in args.variants.split(","):
         items = plan_reproduce("004", variant, [args.only] if args.only else None)
         queue_reproduce(db, "004", items, variant)
     queued = store.list_runs(db)
-    gpus = tuple(g for g in args.gpus.split(",") if g) if args.gpus is not None else detect_gpus()[:1]
     slots = Slots(gpus, args.pack, args.pack * len(gpus) if gpus else 2)
     print(f"{len(queued)} runs queued; scheduler on {slots.describe()}", flush=True)
     sampler = UtilisationSampler()
@@ -97,6 +141,8 @@ def main() -> None:
               f"{run.headline_value if run.headline_value is None else round(run.headline_value, 3)} |")
         if run.status != "completed":
             print(f"|  | error: {run.error} |")
+    if cascade is not None:
+        print("\n" + cascade_line(db, cascade.id))
     for variant in args.variants.split(","):
         result = compare_report(db, "004", variant=variant)
         print(f"\n004 {variant}: {result.summary}")
