@@ -111,6 +111,7 @@ def mlflow_contender(db_path: Path, runs: int, epochs: int, layers: int, durabil
     its store in WAL + ``synchronous=NORMAL`` (a connect hook on SQLAlchemy's engines for its file
     only, removed on close), hrm's default, so both comparisons are at equal durability.
     """
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not its "creating tables" lines
     try:
         import logging
 
