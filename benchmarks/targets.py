@@ -209,7 +209,7 @@ def dashboard(quick: bool, groups: set[str]) -> list[Row]:
 def ingest(quick: bool, groups: set[str]) -> list[Row]:
     import bench_registry
 
-    runs, epochs, rounds = (60, 20, 1) if quick else (200, 50, 3)
+    runs, epochs, rounds = (100, 20, 1) if quick else (200, 50, 3)
     with tempfile.TemporaryDirectory(prefix="hrm-targets-ingest-") as tmp:
         totals = bench_registry.measure_ingest(Path(tmp), runs=runs, epochs=epochs, layers=8, rounds=rounds,
                                                two_event=False)
@@ -239,13 +239,17 @@ def ingest(quick: bool, groups: set[str]) -> list[Row]:
                      rate[mlflow], "MLflow", ceiling),
                  Row("ingest", f"ingest `{mode}`: ceiling raw sqlite3 / MLflow, by CPU", cpu_us[raw], "CPU µs/epoch",
                      cpu_us[mlflow], "MLflow", ceiling_cpu)]
-        if min(ceiling, ceiling_cpu) < 30:  # explained on the ceiling rows and on the hrm / MLflow rows it bounds
-            rows[-2].note = rows[-1].note = rows[-6].note = rows[-5].note = (f"`{mode}`: raw sqlite3 itself is only {ceiling:.1f}× MLflow by epochs/s "
-                             f"({ceiling_cpu:.1f}× by CPU) here, so hrm (which does more per epoch than raw sqlite3) "
-                             f"cannot reach 30× in this mode on this disk: "
-                             + ("each commit waits for a sync, and MLflow's rollback journal syncs 4 times per "
-                                "`log_batch` where hrm and raw sqlite3 sync once, so the ratio falls as syncs get slower."
-                                if mode == "full" else "the ceiling, not hrm, limits the ratio."))
+        below = {measure: value for measure, value in (("epochs/s", ceiling), ("CPU", ceiling_cpu)) if value < 30}
+        if below:  # explained on the ceiling rows and on the hrm / MLflow rows they bound
+            note = (f"`{mode}`: raw sqlite3 itself is only "
+                    + " and ".join(f"{value:.1f}× MLflow by {measure}" for measure, value in below.items())
+                    + " here, so hrm (which does more per epoch than raw sqlite3) cannot reach 30× there in this mode "
+                    + ("on this disk: each commit waits for a sync, and MLflow's rollback journal syncs 4 times per "
+                       "`log_batch` where hrm and raw sqlite3 sync once (strace, benchmarks/RESULTS.md), so the ratio falls "
+                       "as syncs get slower."
+                       if mode == "full" else "on this machine: the ceiling, not hrm, limits the ratio."))
+            for offset in ((-6, -2) if "epochs/s" in below else ()) + ((-5, -1) if "CPU" in below else ()):
+                rows[offset].note = note
     rows[2].note = (f"{runs} runs × {epochs} epochs × {rounds} round(s) in `normal` (a tenth in `full`; MLflow a tenth "
                     f"of those), each epoch one event: 3 run-level metrics with latest-metric upkeep + 8 per-layer "
                     f"losses, one commit; contenders timed run by run in rotating order; MLflow at equal durability "
@@ -295,15 +299,20 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def measure(groups: list[str], quick: bool) -> list[Row]:
+def measure(groups: list[str], quick: bool, loads: dict[str, float] | None = None) -> list[Row]:
     """Run each selected group (cli and listing share one run); a group that fails leaves one
-    ``not measured`` row saying why, and the others still run."""
+    ``not measured`` row saying why, and the others still run. ``loads`` gets the load average at
+    each group's start."""
     rows: list[Row] = []
     selected = set(groups)
     steps = [g for g in groups if not (g == "listing" and "cli" in selected)]
     for number, group in enumerate(steps, 1):
         description, runner = RUNNERS[group]
-        progress(f"[{number}/{len(steps)}] {group}: {description} … (load average {load_average():.2f})")
+        label = "cli + listing" if group == "cli" and "listing" in selected else group
+        load = load_average()
+        if loads is not None:
+            loads[label] = load
+        progress(f"[{number}/{len(steps)}] {label}: {description} … (load average {load:.2f})")
         started = time.perf_counter()
         try:
             rows += runner(quick, selected)
@@ -336,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     before, started = load_average(), time.perf_counter()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     progress(f"issue #13 targets: {', '.join(groups)}{' (--quick)' if args.quick else ''}, {stamp}")
-    rows = measure(groups, args.quick)
+    loads: dict[str, float] = {}
+    rows = measure(groups, args.quick, loads)
     after = load_average()
     header = (f"issue #13 targets, {stamp}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
               f"{'--quick, ' if args.quick else ''}load average {before:.2f} before, {after:.2f} after, "
@@ -347,10 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     missed = [row.target for row in rows if row.verdict == "MISSED"]
     print()
     print(f"{sum(r.verdict == 'ok' for r in rows)} ok, {len(missed)} missed, "
-          f"{sum(r.verdict == 'not measured' for r in rows)} not measured, {sum(r.verdict == 'info' for r in rows)} info")
+          f"{sum(r.verdict == 'not measured' for r in rows)} not measured, {sum(r.verdict == 'info' for r in rows)} info; "
+          "load average at each group's start: " + ", ".join(f"{name} {load:.2f}" for name, load in loads.items()))
     if args.json:
         record = {"header": header, "quick": args.quick, "groups": groups, "cpus": os.cpu_count(),
-                  "python": sys.version.split()[0], "load_average": {"before": before, "after": after},
+                  "python": sys.version.split()[0], "load_average": {"before": before, "after": after, "groups": loads},
                   "rows": [asdict(row) | {"cells": cells(row)} for row in rows]}
         Path(args.json).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return 0
