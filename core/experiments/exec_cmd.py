@@ -99,6 +99,19 @@ def resolve_program(program: str, cwd: str) -> str | None:
     return shutil.which(program)
 
 
+def child_argv(config: "ExecConfig") -> list[str]:
+    """The argv the child sees: a bare program name becomes the path resolved at submit time.
+
+    A Python interpreter finds its virtual environment from ``argv[0]``; left as ``python`` it
+    would search the worker's PATH (the scheduler's, not the submitting shell's) and start
+    another interpreter's ``sys.prefix``, without the venv's packages.
+    """
+    argv = list(config.argv)
+    if config.executable and os.sep not in argv[0]:
+        argv[0] = config.executable
+    return argv
+
+
 def script_argument(argv: tuple[str, ...]) -> str | None:
     """The script file of ``python x.py`` / ``bash run.sh`` (None for ``python -m pkg``, ``-c``, other programs)."""
     if len(argv) < 2 or not _SCRIPT_RUNNERS.match(os.path.basename(argv[0])):
@@ -187,7 +200,7 @@ def run(config: ExecConfig, emit: Emitter) -> None:
     emit.info(command=command, cwd=config.cwd, executable=config.executable, label=config.name or command,
               data_source="exec")
     emit.log(f"exec: {command} (in {config.cwd})")
-    proc = subprocess.Popen(list(config.argv), executable=config.executable, cwd=config.cwd, env=env,
+    proc = subprocess.Popen(child_argv(config), executable=config.executable, cwd=config.cwd, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pump = _OutputPump(proc.stdout)
     pump.start()
