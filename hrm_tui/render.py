@@ -165,9 +165,9 @@ def runs_table(records: Sequence[Mapping[str, Any]], *, width: int | None = None
 
 
 def epoch_table(rows: Iterable[Mapping[str, Any]], title: str = "per-epoch metrics", *,
-                width: int | None = None) -> Table | None:
+                width: int | None = None, more: str = "--wide shows every column") -> Table | None:
     """Pivot epoch rows into (stage, epoch) × key; with ``width``, only the metric columns that fit
-    whole (in their order), the caption naming the others."""
+    whole (in their order), the caption naming the others and ``more`` (where to see them)."""
     grid: dict[tuple[int, int], dict[str, float]] = {}
     keys: list[str] = []
     for row in rows:
@@ -193,15 +193,15 @@ def epoch_table(rows: Iterable[Mapping[str, Any]], title: str = "per-epoch metri
         keys = fitting
     table = Table(title=title, title_justify="left", header_style="bold")
     if staged:
-        table.add_column("stage", justify="right")
-    table.add_column("epoch", justify="right")
+        table.add_column("stage", justify="right", no_wrap=True)
+    table.add_column("epoch", justify="right", no_wrap=True)
     for key in keys:
         table.add_column(key, justify="right", no_wrap=True)
     for (stage, epoch), values in sorted(grid.items()):
         cells = [str(stage)] if staged else []
         table.add_row(*cells, str(epoch), *(fmt(values.get(k)) for k in keys))
     if hidden:
-        table.caption = f"not shown at this width: {', '.join(hidden)} (--wide shows every column)"
+        table.caption = f"not shown at this width: {', '.join(hidden)} ({more})"
         table.caption_justify = "left"
     return table
 
@@ -370,8 +370,11 @@ def last_epochs(rows: Sequence[Mapping[str, Any]], count: int) -> list[Mapping[s
 
 
 def follow_view(record: Mapping[str, Any], epochs: list[Mapping[str, Any]], layers: Mapping[int, Mapping[str, float]],
-                logs: list[str]) -> Group:
-    """The live ``--follow`` view: status line, progress bar, last epochs, latest per-layer values."""
+                logs: list[str], *, width: int | None = None) -> Group:
+    """The live ``--follow`` view: status line, progress bar, last epochs, latest per-layer values.
+
+    With ``width`` (the terminal's) the epoch table keeps the metric columns that fit whole, as in
+    ``hrm show``, instead of squeezing the epoch column out of sight."""
     progress = record["progress"]
     total = progress.get("total_epochs") or 0
     head = Text()
@@ -390,7 +393,8 @@ def follow_view(record: Mapping[str, Any], epochs: list[Mapping[str, Any]], laye
         bar.add_row(ProgressBar(total=total, completed=progress.get("epoch") or 0, width=40),
                     Text(f"{progress.get('epoch') or 0}/{total} epochs", style="dim"))
         parts.append(bar)
-    table = epoch_table(last_epochs(epochs, 12), title="epochs")
+    table = epoch_table(last_epochs(epochs, 12), title="epochs", width=width,
+                        more=f"hrm show {record['id']} --wide")
     if table is not None:
         parts.append(table)
     if layers:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
@@ -54,36 +55,94 @@ def _db(ctx: typer.Context, db: Optional[str], *, create: bool = False):
 
 # --- Rich rendering ---------------------------------------------------------------------------
 
-def rich_table(table: Table) -> RichTable:
-    """A :class:`core.compare.Table` as a Rich table; out-of-tolerance cells red with ✗."""
-    out = RichTable(title=table.title, title_justify="left", header_style="bold", show_lines=False)
+def rich_table(table: Table, columns=None, *, title: Optional[str] = None, caption: bool = True) -> RichTable:
+    """A :class:`core.compare.Table` as a Rich table (``columns``: only these, in order; ``title``
+    replaces the table's); out-of-tolerance cells red with ✗. A column is never narrower than its
+    values (numbers are never cut; text wraps past :data:`TEXT_CAP` cells); headers wrap at spaces."""
+    out = RichTable(title=table.title if title is None else title, title_justify="left", header_style="bold",
+                    show_lines=False)
     grouped = any(c.group for c in table.columns)
-    columns = table.human_columns()
+    columns = table.human_columns() if columns is None else columns
     for col in columns:
-        label = col.label
-        if grouped and col.group:
-            suffix = col.key.rsplit(".", 1)[-1]
-            label = {"pub": f"{col.group}\npublished", "ours": "\nours", "diff": "\nΔ"}.get(suffix, label)
-        out.add_column(label, justify="left" if col.type == "text" else "right", no_wrap=True,
-                       overflow="ellipsis" if col.type == "text" else "fold")
-    for i, row in enumerate(table.rows):
-        cells = []
-        for col in columns:
-            text = table.cell_text(i, col)
-            status = row.get(col.status_key) if col.status_key else None
-            if status == "out":
-                cells.append(Text(f"{text} ✗", style=STATUS_STYLE["out"]))
-            elif status in ("missing", "n/a", "ref", "info") and row.get(col.key) is None:
-                cells.append(Text(status, style=STATUS_STYLE[status]))
-            elif status == "ok" and row.get(col.key) is not None:
-                cells.append(Text(text, style="green"))
-            else:
-                cells.append(Text(text))
-        out.add_row(*cells)
-    if table.notes:
+        out.add_column(_label(col, grouped), justify="left" if col.type == "text" else "right",
+                       overflow="fold", max_width=TEXT_CAP if col.type == "text" else None,
+                       min_width=None if col.type == "text" else _natural_width(table, col, grouped))
+    for i in range(len(table.rows)):
+        out.add_row(*(_cell(table, i, col) for col in columns))
+    if table.notes and caption:
         out.caption = "\n".join(table.notes)
         out.caption_justify = "left"
     return out
+
+
+TEXT_CAP = 40
+"""Widest a text column (a config value, a data description) is printed in a table; longer text wraps."""
+
+
+def _label(col, grouped: bool) -> str:
+    if grouped and col.group:
+        suffix = col.key.rsplit(".", 1)[-1]
+        return {"pub": f"{col.group}\npublished", "ours": "\nours", "diff": "\nΔ"}.get(suffix, col.label)
+    return col.label
+
+
+def _cell(table: Table, i: int, col) -> Text:
+    row = table.rows[i]
+    text = table.cell_text(i, col)
+    status = row.get(col.status_key) if col.status_key else None
+    if status == "out":
+        return Text(f"{text} ✗", style=STATUS_STYLE["out"])
+    if status in ("missing", "n/a", "ref", "info") and row.get(col.key) is None:
+        return Text(status, style=STATUS_STYLE[status])
+    if status == "ok" and row.get(col.key) is not None:
+        return Text(text, style="green")
+    return Text(text)
+
+
+def _natural_width(table: Table, col, grouped: bool) -> int:
+    """Cells the column needs to show every value whole (text: up to TEXT_CAP) and its header's
+    longest word (a header wraps at spaces)."""
+    widest = max([cell_len(word) for word in _label(col, grouped).split()] +
+                 [_cell(table, i, col).cell_len for i in range(len(table.rows))])
+    return min(widest, TEXT_CAP) if col.type == "text" else widest
+
+
+def fitted_tables(table: Table, width: int) -> list:
+    """The table as Rich tables no wider than ``width``: one when it fits, else blocks of columns
+    (like a wide DataFrame's printout), each repeating the first column (what a row is) and keeping a
+    header group (published | ours | Δ) together, so that no column is squeezed and no number cut."""
+    grouped = any(c.group for c in table.columns)
+    columns = table.human_columns()
+    cost = {id(col): _natural_width(table, col, grouped) + 3 for col in columns}  # padding and a border
+    if len(columns) < 2 or 1 + sum(cost.values()) <= width:
+        return _titled([rich_table(table, title="", caption=False)], table)
+    head, units = columns[0], []
+    for col in columns[1:]:
+        if units and col.group and units[-1][-1].group == col.group:
+            units[-1].append(col)
+        else:
+            units.append([col])
+    blocks: list[list] = [[]]
+    used = 1 + cost[id(head)]
+    for unit in units:
+        need = sum(cost[id(col)] for col in unit)
+        if blocks[-1] and used + need > width:
+            blocks.append([])
+            used = 1 + cost[id(head)]
+        blocks[-1] += unit
+        used += need
+    parts: list = []
+    for n, block in enumerate(blocks, start=1):
+        if n > 1:
+            parts.append(Text(f"(continued, {n}/{len(blocks)})", style="dim"))
+        parts.append(rich_table(table, [head, *block], title="", caption=False))
+    return _titled(parts, table)
+
+
+def _titled(parts: list, table: Table) -> list:
+    """The title above and the notes below, as lines of the terminal's width, not the table's."""
+    title = [Text(table.title, style="italic")] if table.title else []
+    return [*title, *parts, *(Text(note, style="dim") for note in table.notes)]
 
 
 def _emit(tables: list[Table], fmt: Format, out: Optional[Path], *, summary=None, source=None) -> None:
@@ -95,7 +154,8 @@ def _emit(tables: list[Table], fmt: Format, out: Optional[Path], *, summary=None
     if kind == "table":
         screen = _out_console()
         for table in tables:
-            screen.print(rich_table(table))
+            for part in fitted_tables(table, screen.width):
+                screen.print(part)
             screen.print()
         if summary:
             screen.print(_summary_text(summary))

@@ -100,7 +100,7 @@ def _watch(db, run_id: int) -> str:
                     layers.setdefault(row["layer"], {})[row["key"]] = row["value"]
             logs.extend(line["message"] for line in update.logs)
             if live:
-                live.update(render.follow_view(record, epochs, layers, logs))
+                live.update(render.follow_view(record, epochs, layers, logs, width=screen.width))
             else:
                 printer.add(update.metrics, update.logs)
                 printer.flush(keep_last=not update.run.status.is_terminal)

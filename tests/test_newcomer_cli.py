@@ -1,0 +1,95 @@
+"""What a newcomer saw in an 80-column terminal, each fixed: ``hrm run --follow``'s live table and
+``hrm compare``'s tables keep every number whole instead of squeezing columns out of sight."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from rich.console import Console
+
+from core import api
+from core import compare as cmp
+from core.compare import Column, Table
+from core.registry import RunStatus, open_database, store
+from hrm_tui import render
+from hrm_tui.cli.compare import fitted_tables
+
+LPT_EPOCH = {"train_loss": 13.8684, "train_final_loss": 3.3658, "val_loss": 2.8497, "val_ppl": 17.2821,
+             "improved": 1.0, "epoch_time_s": 1.1256}
+
+
+def printed(renderables, width: int) -> list[str]:
+    screen = Console(width=width, file=io.StringIO(), color_system=None, legacy_windows=False)
+    for renderable in renderables:
+        screen.print(renderable)
+    return screen.file.getvalue().splitlines()
+
+
+@pytest.fixture
+def lpt_registry(db_path):
+    """Three finished lpt runs whose configs differ in several keys, as `hrm compare 1 2 3` sees them."""
+    db = open_database(db_path, create=True)
+    for i, method in enumerate(["standard", "lpt-sum", "lpt-weighted"]):
+        run = store.create_run(db, "lpt", {"method": method, "seed": i, "lr": 0.001 * (i + 1), "n_layers": 4 + i,
+                                           "patience": 5 + i}, headline_key="best_val_ppl")
+        store.mark_running(db, store.claim_next(db, host="h", gpu="cpu").id, pid=1, host="h", info={})
+        for epoch in range(1, 4):
+            store.append_metrics(db, run.id, "epoch", {k: v / epoch for k, v in LPT_EPOCH.items()}, epoch=epoch, total=30)
+        store.append_metrics(db, run.id, "summary", {"best_val_ppl": 10.105 + i, "best_epoch": 3, "params": 275_072})
+        store.finish_run(db, run.id, RunStatus.COMPLETED)
+    yield db
+    db.dispose()
+
+
+def test_follow_view_at_80_columns_shows_every_epoch_number(lpt_registry):
+    rows = [r for r in store.metrics(lpt_registry, 1) if r["kind"] == "epoch"]
+    record = api.list_records(lpt_registry, ids=[1])[0]
+    lines = printed([render.follow_view(record, rows, {1: {"loss": 3.68}, 2: {"loss": 3.43}}, [], width=80)], 80)
+    body = [line for line in lines if line.startswith("│")]
+    assert [re.match(r"│\s*(\d+) │", line).group(1) for line in body[:3]] == ["1", "2", "3"], lines
+    assert all(len(line) <= 80 for line in lines)
+    assert any("not shown at this width: epoch_time_s (hrm show 1 --wide)" in line for line in lines)
+
+
+def test_compare_runs_at_80_columns_splits_into_blocks_that_keep_the_run_id_and_numbers(lpt_registry):
+    records = api.list_records(lpt_registry, ids=[1, 2, 3])
+    table = cmp.runs_table(records, baseline=1)
+    lines = printed(fitted_tables(table, 80), 80)
+    text = "\n".join(lines)
+    assert all(len(line) <= 80 for line in lines), text
+    assert "(continued, 2/2)" in text
+    for whole in ("lpt-weighted", "10.105", "12.105", "275,072", "-19.8%", "completed"):
+        assert whole in text, whole
+    assert "…" not in text
+    # every block starts with the run id column, every id shown whole in each block
+    headers = [line for line in lines if line.startswith("┃") and "run" in line.split("┃")[1]]
+    assert len(headers) == 2
+    assert sum(1 for line in lines if re.match(r"│\s+3 │", line)) == 2
+    wide = printed(fitted_tables(table, 240), 240)
+    assert not any("continued" in line for line in wide)
+
+
+def test_a_report_table_at_80_columns_keeps_published_ours_and_delta_together():
+    columns = [Column("row", "row", "text")]
+    for group in ("Parameters", "Trainable", "Best PPL", "Epoch"):
+        columns += [Column(f"{group}.pub", f"{group} published", "text", group=group),
+                    Column(f"{group}.ours", f"{group} ours", "number", group=group),
+                    Column(f"{group}.diff", f"{group} Δ", "number", group=group, signed=True)]
+    rows = [{"row": name, "Parameters.pub": "266K", "Parameters.ours": 266_504.0, "Parameters.diff": 504.0,
+             "Trainable.pub": "67K", "Trainable.ours": 67_640.0, "Trainable.diff": 640.0,
+             "Best PPL.pub": "25.08", "Best PPL.ours": 25.0812, "Best PPL.diff": 0.0012,
+             "Epoch.pub": "1", "Epoch.ours": 1.0, "Epoch.diff": 0.0}
+            for name in ("3-layer (base)", "4-layer (frozen)", "4-layer (scratch)")]
+    table = Table("exp5", "004 Exp 5: layer freezing vs full training", "report", columns, rows,
+                  notes=["tolerance: digits"])
+    lines = printed(fitted_tables(table, 80), 80)
+    text = "\n".join(lines)
+    assert all(len(line) <= 80 for line in lines), text
+    assert text.count("4-layer (scratch)") == text.count("(continued") + 1
+    for group in ("Parameters", "Trainable", "Best PPL", "Epoch"):
+        header = next(i for i, line in enumerate(lines) if group in line)
+        assert "published" in lines[header + 1] and "ours" in lines[header + 1] and "Δ" in lines[header + 1]
+    assert "25.0812" in text and "…" not in text
+    assert lines[-1].strip() == "tolerance: digits" and lines[0].startswith("004 Exp 5")
