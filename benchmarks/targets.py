@@ -318,8 +318,8 @@ def measure(groups: list[str], quick: bool, loads: dict[str, float] | None = Non
             rows += runner(quick, selected)
         except Exception as exc:  # noqa: BLE001 (a measurement that failed is reported, the rest goes on)
             rows.append(Row(group, f"{group}: every target of the group", None, "", note=f"not measured: {exc}"))
-            progress(f"      {group}: not measured: {exc}")
-        progress(f"      {group} took {time.perf_counter() - started:.0f} s")
+            progress(f"      {label}: not measured: {exc}")
+        progress(f"      {label} took {time.perf_counter() - started:.0f} s")
     return rows
 
 
