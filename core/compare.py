@@ -431,7 +431,7 @@ def layer_tables(
     picked: dict[tuple[int, str, int], Any] = {}
     for rec in records:
         rows = layer_rows.get(rec["id"], ())
-        for stage, key in {(r["stage"], r["key"]) for r in rows}:
+        for stage, key in sorted({(r["stage"], r["key"]) for r in rows}):
             sel = [r for r in rows if r["stage"] == stage and r["key"] == key]
             available = sorted({r["epoch"] for r in sel}, key=_epoch_order)
             want = epoch if epoch is not None else available[-1]
@@ -439,7 +439,7 @@ def layer_tables(
             for r in sel:
                 if r["epoch"] == want:
                     groups2.setdefault((stage, key), {}).setdefault(r["layer"], {})[rec["id"]] = r["value"]
-    for (stage, key), by_layer in groups2.items():
+    for (stage, key), by_layer in sorted(groups2.items()):  # stage by stage, whatever order the runs came in
         ids = [r["id"] for r in records if any(r["id"] in cells for cells in by_layer.values())]
         columns = [Column("layer", "layer", "integer")]
         for run_id in ids:

@@ -93,3 +93,18 @@ def test_a_report_table_at_80_columns_keeps_published_ours_and_delta_together():
         assert "published" in lines[header + 1] and "ours" in lines[header + 1] and "Δ" in lines[header + 1]
     assert "25.0812" in text and "…" not in text
     assert lines[-1].strip() == "tolerance: digits" and lines[0].startswith("004 Exp 5")
+
+
+def test_compare_layers_of_several_runs_lists_the_stages_in_order(db_path):
+    db = open_database(db_path, create=True)
+    for stages in (2, 1):
+        run = store.create_run(db, "smoke", {"stages": stages}, headline_key="best_val_ppl")
+        for stage in range(1, stages + 1) if stages > 1 else (0,):
+            store.append_metrics(db, run.id, "layer", {1: {"loss": 1.0 + stage}, 2: {"loss": 0.5 + stage}}, epoch=1,
+                                 stage=stage)
+    records = api.list_records(db, ids=[1, 2])
+    rows = {r["id"]: [m for m in store.metrics(db, r["id"]) if m["kind"] == "layer"] for r in records}
+    titles = [t.title for t in cmp.layer_tables(records, rows)]
+    db.dispose()
+    assert titles == ["per-layer loss (layer × run)", "per-layer loss (layer × run, stage 1)",
+                      "per-layer loss (layer × run, stage 2)"]
