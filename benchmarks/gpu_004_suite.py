@@ -79,7 +79,8 @@ def cascade_line(db, run_id: int) -> str:
     run = store.get_run(db, run_id)
     seconds = (run.finished_at or 0) - (run.started_at or 0)
     wanted = ("best_val_ppl", "extract_tokens_per_s", "train_tokens_per_s", "threshold")
-    latest = {m["key"]: m["last"] for m in store.latest_metrics(db, [run_id]).get(run_id, []) if m["key"] in wanted}
+    latest = {m["key"]: m["last"] for m in store.latest_metrics(db, [run_id]).get(run_id, [])
+              if m["key"] in wanted and not m["stage"]}  # the run's summary, not a stage's
     figures = ", ".join(f"{k} {v:,.2f}" for k, v in sorted(latest.items()) if isinstance(v, (int, float)))
     return (f"cascade run {run.id}: {run.status} in {seconds:.1f} s on GPU {run.gpu}; headline "
             f"{run.headline_value}; {figures}" + (f"; error: {run.error}" if run.error else ""))
