@@ -17,8 +17,8 @@ from hrm_tui.tui.messages import LogsArrived, MetricsArrived, RunsChanged
 if TYPE_CHECKING:
     from hrm_tui.tui.app import HrmApp
 
-NARROW = 100
-"""Below this many columns the footer drops the keys in ``WIDE_ONLY`` (they stay in ``?`` and the palette)."""
+PALETTE_HINT = 11
+"""Cells of the footer's ``▏^p palette`` hint, right of the keys."""
 
 RUN_ACTION_BINDINGS = [
     Binding("l", "logs", "logs"),
@@ -103,8 +103,18 @@ class HrmScreen(Screen[None]):
     def caught_up(self) -> None:
         """Metrics or log lines arrived while this screen was hidden: redraw from the app's state."""
 
+    def footer_width(self) -> int:
+        """Cells the footer needs for every key it lists (the ``WIDE_ONLY`` ones too) and the palette
+        hint: below it the ``WIDE_ONLY`` keys go (they stay in ``?`` and the palette), so that no key
+        runs under the hint."""
+        keys: dict[str, int] = {}
+        for binding in [*self.BINDINGS, *self.app.BINDINGS]:
+            if isinstance(binding, Binding) and binding.show and binding.description:
+                keys.setdefault(binding.key, len(self.app.get_key_display(binding)) + 1 + len(binding.description))
+        return sum(keys.values()) + len(keys) - 1 + PALETTE_HINT
+
     def on_resize(self, event: events.Resize) -> None:
-        narrow = event.size.width < NARROW
+        narrow = event.size.width < self.footer_width()
         if narrow == self._narrow:
             return
         self._narrow = narrow

@@ -1,0 +1,50 @@
+"""The dashboard as a newcomer saw it in a 100-column terminal: the footer's keys ran under the
+``^p palette`` hint (``d d▏^p palettet``). Every width shows only keys that fit."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tui_helpers import dashboard, seeded_registry, settle
+
+
+@pytest.fixture
+def seeded(tmp_path, monkeypatch):
+    with seeded_registry(tmp_path, monkeypatch) as (path, ids):
+        yield path, ids
+
+
+async def footer_overlap(app) -> list[str]:
+    """Keys the footer shows (wholly or partly) right of where the palette hint starts, or past the screen."""
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    footer = app.screen.query_one(Footer)
+    keys = list(footer.query(FooterKey))
+    palette = next(k for k in keys if k.has_class("-command-palette"))
+    limit = min(palette.region.x, app.size.width)
+    return [f"{k.key} {k.description}" for k in keys
+            if k is not palette and k.display and k.region.width and k.region.right > limit]
+
+
+@pytest.mark.parametrize("width", [80, 96, 100, 104, 108, 111, 112, 120, 140])
+async def test_dashboard_footer_keys_never_run_under_the_palette_hint(seeded, width):
+    path, _ = seeded
+    async with dashboard(path, size=(width, 30)) as (app, pilot):
+        assert await footer_overlap(app) == []
+        shown = {k.description for k in app.screen.query("FooterKey") if k.display and k.region.width}
+        assert {"open", "mark", "compare", "quit"} <= shown
+        if width >= 120:
+            assert {"logs", "cancel", "retry", "delete"} <= shown
+
+
+@pytest.mark.parametrize("width", [80, 90, 100, 120])
+async def test_run_view_footer_keys_never_run_under_the_palette_hint(seeded, width):
+    path, ids = seeded
+    async with dashboard(path, size=(width, 30)) as (app, pilot):
+        from tests.tui_helpers import press_on
+
+        await press_on(pilot, ids["staged"], "enter")
+        await settle(pilot)
+        assert app.screen.id != "dashboard"
+        assert await footer_overlap(app) == []
