@@ -108,3 +108,23 @@ def test_compare_layers_of_several_runs_lists_the_stages_in_order(db_path):
     db.dispose()
     assert titles == ["per-layer loss (layer × run)", "per-layer loss (layer × run, stage 1)",
                       "per-layer loss (layer × run, stage 2)"]
+
+
+HELP_COMMANDS = [[name] for name in __import__("hrm_tui.cli", fromlist=["COMMANDS"]).COMMANDS] + [
+    ["run", "smoke"], ["run", "cascade"], ["import", "mlflow"], ["models", "fetch"]]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=" ".join)
+def test_help_speaks_the_users_language_not_pythons(command):
+    from typer.testing import CliRunner
+
+    from hrm_tui.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for python_ism in ("list[", " range>", "9223372036854775807", "<bool>"):
+        assert python_ism not in out, f"{' '.join(command)} --help shows {python_ism!r}"
+    usage = next(line for line in out.splitlines() if "Usage:" in line).split("[OPTIONS]", 1)[-1]
+    assert "{" not in usage and "...]..." not in usage and "[[" not in usage, usage
+    assert not re.search(r"\b[a-z]{3,}\b", usage.replace("COMMAND [ARGS]", "")), f"lower-case metavar in {usage!r}"

@@ -40,6 +40,7 @@ stderr and exit code 2 (usage) or 1 (runtime): raise ``core.api.UserError(messag
 """
 
 import importlib
+import re
 import sys
 from typing import Annotated, Any, Optional
 
@@ -82,8 +83,7 @@ class PlainHelp:
     """Help that reads like the usual Unix tools: ``RUN_ID`` not ``{RUN_ID}``, no ``<bool>`` on flags."""
 
     def collect_usage_pieces(self, ctx) -> list[str]:
-        pieces = super().collect_usage_pieces(ctx)
-        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+        return [_unbraced(p) for p in super().collect_usage_pieces(ctx)]
 
     def parse_args(self, ctx, args):
         from hrm_tui.cli.coercion import install
@@ -98,15 +98,52 @@ class PlainHelp:
         for param in self.get_params(ctx):
             if getattr(param, "is_flag", False):
                 param.display_type_rich = _no_type
+            elif hasattr(param, "display_type_rich"):
+                _plain_type(param, ctx)
         super().format_help(ctx, formatter)
+
+
+def _unbraced(piece: str) -> str:
+    """``{RUN_ID}`` → ``RUN_ID``, ``{+TAG|-TAG}...`` → ``+TAG|-TAG...`` and ``[-- CMD [ARGS]...]...`` →
+    ``[-- CMD [ARGS]...]`` (a metavar that says "several" already)."""
+    if piece.endswith("...]..."):
+        return piece[:-3]
+    body, dots = (piece[:-3], "...") if piece.endswith("...") else (piece, "")
+    return body[1:-1] + dots if body.startswith("{") and body.endswith("}") else piece
 
 
 def _no_type(ctx=None) -> None:
     return None
 
 
+_PYTHON_TYPE = re.compile(r"^<(?:list\[(\w+)\]|(\w+) range)>$")
+UNBOUNDED = 2**62
+"""A bound at least this large only keeps a number inside a database column: help leaves it out."""
+
+
+def _plain_type(param, ctx) -> None:
+    """``<int>`` / ``<str>`` instead of Python's ``<list[str]>`` and ``<int range>``, and no bound
+    of ±9223372036854775807 (``RUN_ID <int> [x>=1]``)."""
+    match = _PYTHON_TYPE.match(param.display_type_rich(ctx) or "")
+    if match:
+        label = f"<{match.group(1) or match.group(2)}>"
+        param.display_type_rich = lambda ctx=None: label
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    if hasattr(param, "_get_number_range_help_str") and (
+            (low is not None and abs(low) >= UNBOUNDED) or (high is not None and abs(high) >= UNBOUNDED)):
+        low = None if low is not None and abs(low) >= UNBOUNDED else low
+        high = None if high is not None and abs(high) >= UNBOUNDED else high
+        text = None if low is None and high is None else (
+            f"x<={high}" if low is None else f"x>={low}" if high is None else f"{low}<=x<={high}")
+        param._get_number_range_help_str = lambda: text
+
+
 class HrmCommand(PlainHelp, TyperCommand):
     """Every leaf command of ``hrm``."""
+
+
+class HrmGroup(PlainHelp, TyperGroup):
+    """A command group of ``hrm`` (``hrm import``): help in the same plain style."""
 
 
 def command_holder() -> typer.Typer:

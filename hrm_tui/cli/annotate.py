@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from hrm_tui.cli import HrmCommand
+from hrm_tui.cli import HrmCommand, HrmGroup
 from hrm_tui.cli.common import MAX_ID, DbOption, JsonOption, RunIdArgument, print_json, registry
 
 
@@ -43,7 +43,7 @@ def tag(
 def note(
     ctx: typer.Context,
     run_id: RunIdArgument,
-    text: Annotated[Optional[str], typer.Argument(help="the note (replaces the previous one); omit to print it")] = None,
+    text: Annotated[Optional[str], typer.Argument(metavar="TEXT", help="the note (replaces the previous one); omit to print it")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="remove the note")] = False,
     db: DbOption = None,
 ) -> None:
@@ -74,7 +74,7 @@ class ExportFormat(str, Enum):
 def export(
     ctx: typer.Context,
     runs: Annotated[Optional[list[int]], typer.Argument(
-        metavar="RUN_ID...", min=1, max=MAX_ID, help="runs to export (or select them with --tag / --where)")] = None,
+        metavar="RUN_ID", min=1, max=MAX_ID, help="runs to export (or select them with --tag / --where)")] = None,
     to: Annotated[Optional[tuple[ExportFormat, str]], typer.Option(
         "--to", metavar="FORMAT TARGET", show_default=False,
         help="tensorboard DIR | mlflow URI | csv DIR | parquet DIR")] = None,
@@ -109,7 +109,7 @@ def export(
     sys.stderr.write(message + "\n")
 
 
-import_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+import_app = typer.Typer(cls=HrmGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                          context_settings={"help_option_names": ["-h", "--help"]},
                          help="Bring runs from other tools in as read-only records.")
 
@@ -122,7 +122,7 @@ def import_group() -> None:
 @import_app.command("mlflow", cls=HrmCommand)
 def import_mlflow(
     ctx: typer.Context,
-    uri: Annotated[str, typer.Argument(help="MLflow tracking URI (sqlite:///mlflow.db, http://host:5000, ...)")],
+    uri: Annotated[str, typer.Argument(metavar="URI", help="MLflow tracking URI (sqlite:///mlflow.db, http://host:5000, ...)")],
     experiment: Annotated[Optional[list[str]], typer.Option("--experiment", "-e", help="only this MLflow experiment (repeatable)")] = None,
     tags: Annotated[Optional[list[str]], typer.Option("--tag", "-t", help="add this tag to every imported run (repeatable)")] = None,
     json_out: JsonOption = False,

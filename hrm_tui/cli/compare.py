@@ -199,7 +199,7 @@ def _summary_text(summary) -> Text:
 
 def compare(
     ctx: typer.Context,
-    runs: Annotated[Optional[list[int]], typer.Argument(metavar="[RUN_ID]...", min=1, max=MAX_ID, help="run ids to compare (in this order)")] = None,
+    runs: Annotated[Optional[list[int]], typer.Argument(metavar="RUN_ID", min=1, max=MAX_ID, help="run ids to compare (in this order)")] = None,
     experiment: Annotated[Optional[str], typer.Option("--experiment", "-e", help="runs of this experiment")] = None,
     last: Annotated[Optional[int], typer.Option("--last", "-n", min=1, max=MAX_ID, help="only the newest N runs")] = None,
     tag: Annotated[Optional[str], typer.Option("--tag", "-t", help="runs with this tag (a sweep: mean ± std over seeds; a --search sweep: trials ranked)")] = None,
@@ -337,7 +337,7 @@ def _compare_report(ctx, report, exp, variant, tag, fmt, out, check, use, db) ->
 
 def reproduce(
     ctx: typer.Context,
-    report: Annotated[str, typer.Argument(help="report to regenerate: 000, 001, 002, 003 or 004")],
+    report: Annotated[str, typer.Argument(metavar="REPORT", help="report to regenerate: 000, 001, 002, 003 or 004")],
     variant: Annotated[VariantChoice, typer.Option("--variant", help="published: the reports' code paths, quirks included; corrected: the fixes")] = VariantChoice.published,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="only these experiments of the report (e.g. 4, 5-11)")] = None,
     priority: Annotated[int, typer.Option("--priority", min=-MAX_ID, max=MAX_ID, help="higher runs first")] = 0,
@@ -394,7 +394,7 @@ def _start_scheduler(database, start: bool) -> None:
 
 def report_cmd(
     ctx: typer.Context,
-    report: Annotated[str, typer.Argument(help="report: 000, 001, 002, 003 or 004")],
+    report: Annotated[str, typer.Argument(metavar="REPORT", help="report: 000, 001, 002, 003 or 004")],
     out: Annotated[str, typer.Option("--out", "-o", help="directory for the markdown document and its PNG plots")],
     variant: Annotated[VariantChoice, typer.Option("--variant", help="which variant's runs to use")] = VariantChoice.published,
     exp: Annotated[Optional[list[str]], typer.Option("--exp", help="only these experiments (e.g. 5-11)")] = None,
@@ -420,7 +420,7 @@ def report_cmd(
 
 def sweep(
     ctx: typer.Context,
-    experiment: Annotated[str, typer.Argument(help="experiment to sweep (see `hrm experiments`)")],
+    experiment: Annotated[str, typer.Argument(metavar="EXPERIMENT", help="experiment to sweep (see `hrm experiments`)")],
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=V1,V2,... one grid axis (repeatable)")] = None,
     fixed: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="NAME=VALUE fixed for every point (repeatable)")] = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="repeat every point with N seeds (seed, seed+1, ...)")] = None,
