@@ -42,7 +42,7 @@ def resume(db: Database, run_id: int):
     """Queue ``run_id`` again as its next attempt; it continues from its newest checkpoint."""
     run = store.get_run(db, run_id)
     if run is None:
-        raise UserError(f"run {run_id} does not exist", 1)
+        raise UserError(f"run {run_id} does not exist in {db.safe_url}", 1)
     status = RunStatus(run.status)
     if status == RunStatus.COMPLETED:
         raise UserError(f"run {run_id} completed: nothing to resume (hrm retry {run_id} starts a new run)", 1)

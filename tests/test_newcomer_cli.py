@@ -128,3 +128,27 @@ def test_help_speaks_the_users_language_not_pythons(command):
     usage = next(line for line in out.splitlines() if "Usage:" in line).split("[OPTIONS]", 1)[-1]
     assert "{" not in usage and "...]..." not in usage and "[[" not in usage, usage
     assert not re.search(r"\b[a-z]{3,}\b", usage.replace("COMMAND [ARGS]", "")), f"lower-case metavar in {usage!r}"
+
+
+@pytest.mark.parametrize("args, typo, suggestion", [(["lss"], "lss", "ls"), (["run", "smok"], "smok", "smoke"),
+                                                    (["compar", "1"], "compar", "compare")])
+def test_a_mistyped_command_names_the_closest_one(args, typo, suggestion, db_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), *args], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"error: No such command '{typo}'. Did you mean '{suggestion}'?"]
+
+
+def test_resume_of_a_missing_run_names_the_registry_like_every_other_command(db_path):
+    from typer.testing import CliRunner
+
+    from hrm_tui.cli import app
+
+    open_database(db_path, create=True).dispose()
+    for command in (["resume", "999"], ["show", "999"]):
+        result = CliRunner().invoke(app, ["--db", str(db_path), *command])
+        assert result.exit_code == 1
+        assert f"error: run 999 does not exist in sqlite:///{db_path}" in result.output, result.output

@@ -197,7 +197,25 @@ class ListsWithoutImporting:
             self._listing = False
 
 
-class LazyCommands(ListsWithoutImporting, PlainHelp, TyperGroup):
+class SuggestsCommands:
+    """A group whose "No such command" names the closest ones, imported yet or not (``hrm lss``:
+    did you mean 'ls'?); Click itself only looks among the commands already loaded."""
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except Exception as exc:  # Click's UsageError (Typer may carry its own copy of Click)
+            message = getattr(exc, "message", None)
+            if isinstance(message, str) and message.startswith("No such command") and "Did you mean" not in message:
+                from difflib import get_close_matches
+
+                close = get_close_matches(str(args[0]), self.list_commands(ctx), n=3) if args else []
+                if close:
+                    exc.message = f"{message.rstrip('.')}. Did you mean {' or '.join(repr(c) for c in close)}?"
+            raise
+
+
+class LazyCommands(SuggestsCommands, ListsWithoutImporting, PlainHelp, TyperGroup):
     """A group whose commands come from a table and are imported only when used."""
 
     table: dict[str, tuple[str, str, str]] = COMMANDS

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from hrm_tui.cli import CONTEXT_SETTINGS, HrmCommand, ListsWithoutImporting, PlainHelp, command_holder
+from hrm_tui.cli import CONTEXT_SETTINGS, HrmCommand, ListsWithoutImporting, PlainHelp, SuggestsCommands, command_holder
 from hrm_tui.cli.common import MAX_ID, db_target, ensure_scheduler, err_console, registry
 
 
@@ -189,7 +189,7 @@ def _say_queued(run_id: int, name: str, variant: str, waiting: bool) -> None:
         sys.stdout.flush()
 
 
-class ExperimentCommands(ListsWithoutImporting, PlainHelp, TyperGroup):
+class ExperimentCommands(SuggestsCommands, ListsWithoutImporting, PlainHelp, TyperGroup):
     """``hrm run``'s subcommands: one per catalog entry, built on first use."""
 
     def list_commands(self, ctx) -> list[str]:
