@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class InstallFigures:
     packages: list[str]  # `pip list` of the venv, pip and setuptools included
     heavy: list[str]  # those of HEAVY that got installed
     hrm_runs: bool  # `hrm --version` of the new venv exits 0
+    first_help_s: float  # wall time of the very first `hrm --help` after the install (the issue saw 9.3 s)
+    second_help_s: float  # the same command again (warm: bytecode written, files cached)
+    bare_python_s: float  # `python -c pass` of the new venv, after the two: the start-up floor
 
 
 def disk_mb(folder: Path) -> float:
@@ -72,9 +76,19 @@ def measure_install() -> InstallFigures:
         listed = json.loads(subprocess.run([*pip, "list", "--format=json"], capture_output=True, text=True,
                                            check=True).stdout)
         names = sorted(p["name"].lower() for p in listed)
+        first, second = (timed([str(venv / "bin" / "hrm"), "--help"], tmp) for _ in range(2))
         hrm = subprocess.run([str(venv / "bin" / "hrm"), "--version"], capture_output=True, cwd=tmp)
         return InstallFigures(venv_mb=disk_mb(venv), empty_venv_mb=empty, packages=names,
-                              heavy=[n for n in HEAVY if n in names], hrm_runs=hrm.returncode == 0)
+                              heavy=[n for n in HEAVY if n in names], hrm_runs=hrm.returncode == 0,
+                              first_help_s=first, second_help_s=second,
+                              bare_python_s=timed([str(venv / "bin" / "python"), "-c", "pass"], tmp))
+
+
+def timed(command: list[str], cwd: str) -> float:
+    """Wall seconds of one run of ``command`` (its output discarded)."""
+    started = time.perf_counter()
+    subprocess.run(command, capture_output=True, cwd=cwd, check=True)
+    return time.perf_counter() - started
 
 
 def main() -> int:
@@ -84,6 +98,8 @@ def main() -> int:
           f"target ≤ {LIMIT_MB:.0f} MB: {'ok' if figures.venv_mb <= LIMIT_MB else 'MISSED'}")
     print(f"heavy packages installed: {', '.join(figures.heavy) or 'none'} (torch must not be); "
           f"`hrm --version` {'runs' if figures.hrm_runs else 'FAILS'}")
+    print(f"the first `hrm --help` after the install: {figures.first_help_s:.2f} s wall; the second "
+          f"{figures.second_help_s:.2f} s; bare `python -c pass` {figures.bare_python_s:.2f} s")
     print("packages: " + " ".join(figures.packages))
     return 0
 

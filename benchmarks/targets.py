@@ -271,6 +271,10 @@ def install(quick: bool, groups: set[str]) -> list[Row]:
             float(len(figures.packages)), "packages in the venv",
             limit=Limit("measured", "==", 0, "none (no torch)"),
             note=f"installed although an extra's: {', '.join(figures.heavy)}" if figures.heavy else ""),
+        Row("install", "the first `hrm --help` after the install (wall)", figures.first_help_s, "s",
+            figures.second_help_s, "the second `hrm --help`", ratio_of(figures.first_help_s, figures.second_help_s),
+            note=f"the issue saw 9.3 s before anything printed; bare `python -c pass` of the new venv "
+                 f"{figures.bare_python_s:.2f} s."),
     ]
 
 
