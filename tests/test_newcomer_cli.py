@@ -152,3 +152,39 @@ def test_resume_of_a_missing_run_names_the_registry_like_every_other_command(db_
         result = CliRunner().invoke(app, ["--db", str(db_path), *command])
         assert result.exit_code == 1
         assert f"error: run 999 does not exist in sqlite:///{db_path}" in result.output, result.output
+
+
+def test_logs_follow_prints_the_registry_log_lines_too_and_ends_with_the_run(db_path):
+    """`hrm logs N` shows the worker's notes (data used, early stop); `hrm logs N -f` showed nothing of them."""
+    import threading
+    import time
+
+    from typer.testing import CliRunner
+
+    from hrm_tui.cli import app
+
+    db = open_database(db_path, create=True)
+    done = store.create_run(db, "smoke", {}, headline_key="best_val_ppl")
+    store.add_log(db, done.id, "data: embedded excerpt", source="worker")
+    store.finish_run(db, done.id, RunStatus.COMPLETED)
+    live = store.create_run(db, "smoke", {}, headline_key="best_val_ppl")
+    store.mark_running(db, store.claim_next(db, host="h", gpu="cpu").id, pid=1, host="h", info={})
+
+    def worker_notes_then_ends():
+        time.sleep(0.8)
+        store.add_log(db, live.id, "early stop at epoch 13", source="worker")
+        time.sleep(0.8)
+        store.finish_run(db, live.id, RunStatus.COMPLETED)
+
+    for run_id, note in ((done.id, "worker: data: embedded excerpt"), (live.id, "worker: early stop at epoch 13")):
+        plain = CliRunner().invoke(app, ["--db", str(db_path), "logs", str(run_id)])
+        thread = threading.Thread(target=worker_notes_then_ends) if run_id == live.id else None
+        if thread:
+            thread.start()
+        followed = CliRunner().invoke(app, ["--db", str(db_path), "logs", str(run_id), "-f"])
+        if thread:
+            thread.join()
+            plain = CliRunner().invoke(app, ["--db", str(db_path), "logs", str(run_id)])
+        assert followed.exit_code == 0 and note in followed.output, followed.output
+        assert followed.output == plain.output
+    db.dispose()

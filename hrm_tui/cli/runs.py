@@ -184,14 +184,33 @@ def logs(
 
     database = registry(ctx, db)
     api.require_run(database, run_id)
-    # The local worker.log, or on another host the output the worker shipped into the registry.
-    for text in api.tail_worker_log(database, run_id, follow=follow):
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    # The local worker.log, or on another host the output the worker shipped into the registry; then
+    # the registry's log lines (the worker's and the scheduler's notes). -f prints both as they come.
     if not follow:
-        for line in api.logs_since(database, run_id):
-            console().print(f"[dim]{time.strftime('%H:%M:%S', time.localtime(line['ts']))} {line['source']}:[/dim] "
-                            f"{line['message']}", highlight=False)
+        for text in api.tail_worker_log(database, run_id):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        _print_log_lines(api.logs_since(database, run_id))
+        return
+    offset, last_line = 0, 0
+    while True:
+        run = api.require_run(database, run_id)
+        while (chunk := api.read_worker_log(database, run_id, offset)) is not None:
+            offset = chunk.end
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+        lines = api.logs_since(database, run_id, after_id=last_line)
+        _print_log_lines(lines)
+        last_line = lines[-1]["id"] if lines else last_line
+        if run.status.is_terminal:
+            return
+        time.sleep(0.3)
+
+
+def _print_log_lines(lines) -> None:
+    for line in lines:
+        console().print(f"[dim]{time.strftime('%H:%M:%S', time.localtime(line['ts']))} {line['source']}:[/dim] "
+                        f"{line['message']}", highlight=False)
 
 
 def cancel(
