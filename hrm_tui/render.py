@@ -146,6 +146,11 @@ def runs_table(records: Sequence[Mapping[str, Any]], *, width: int | None = None
         natural["config"] = min(natural["config"], 28)  # folds onto more lines rather than pushing others out
     dropped = []
     while width and len(shown) > 3 and sum(natural[n] for n in shown) + GAP * (len(shown) - 1) > width:
+        if shown[-1] == "config":  # it folds: narrower, onto more lines, rather than gone
+            spare = width - sum(natural[n] for n in shown[:-1]) - GAP * (len(shown) - 1)
+            if spare >= min(16, natural["config"]):
+                natural["config"] = spare
+                break
         dropped.append(shown.pop())
     order = ["id", "experiment", "variant", "config", "status", "progress", "headline", "elapsed", "gpu"]
     table = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD, collapse_padding=True)

@@ -188,3 +188,26 @@ def test_logs_follow_prints_the_registry_log_lines_too_and_ends_with_the_run(db_
         assert followed.exit_code == 0 and note in followed.output, followed.output
         assert followed.output == plain.output
     db.dispose()
+
+
+def test_ls_at_80_columns_keeps_the_config_that_tells_runs_apart(db_path):
+    """Runs differing in four config keys: the config folds onto two lines instead of vanishing."""
+    from typer.testing import CliRunner
+
+    from hrm_tui.cli import app
+
+    db = open_database(db_path, create=True)
+    configs = [{"epochs": 8, "seed": seed, "sleep": 0.0, "fail_at_epoch": 0} for seed in (1, 2, 3)]
+    for config in [*configs, {"epochs": 60, "seed": 42, "sleep": 0.8, "fail_at_epoch": 0}]:
+        run = store.create_run(db, "smoke", config, headline_key="best_val_ppl")
+        store.mark_running(db, store.claim_next(db, host="h", gpu="cpu").id, pid=1, host="h", info={})
+        store.append_metrics(db, run.id, "epoch", {"val_ppl": 9.4877}, stage=2, epoch=49, total=60)
+        if config["epochs"] == 8:
+            store.finish_run(db, run.id, RunStatus.COMPLETED)
+    db.dispose()
+    result = CliRunner().invoke(app, ["--db", str(db_path), "ls"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert " config " in lines[1] and "seed=3" in result.output and "sleep=0.8" in result.output
+    assert "not shown at this width: elapsed, variant, gpu" in result.output
