@@ -4,14 +4,22 @@ Shaped like textual-plotext's ``textual_towers_weather`` example: the widget kee
 and ``replot()`` clears the data, plots each series and refreshes. Building a plotext canvas costs
 milliseconds of pure Python, and ``PlotextPlot`` builds one on every render, so the built figure is
 kept until the data, the size or the theme changes: a chart replots only when its own data changed.
+
+The figure goes from plotext's cell matrix (characters and their colours) straight to Textual strips.
+``PlotextPlot.render`` joins the cells into an ANSI string that Rich parses back and Textual converts
+again: two thirds of a redraw's CPU on a training run's view, for the same cells (the run view's idle
+cost, issue #13). Should plotext's internals ever differ, the chart falls back to that path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from rich.segment import Segment
+from rich.style import Style as RichStyle
 from rich.text import Text
-from textual.app import RenderResult
+from textual.strip import Strip
+from textual.style import Style
 from textual_plotext import PlotextPlot
 
 Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
@@ -22,6 +30,9 @@ COLORS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white"
 class LossChart(PlotextPlot):
     """Curves over epochs: ``label → (x, y)``, one colour each, a legend when more than one."""
 
+    ALLOW_SELECT = False
+    """A chart's cells are drawing, not text to copy (its strips carry no selection offsets)."""
+
     def __init__(self, title: str = "", *, ylabel: str = "", id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.title = title
@@ -30,8 +41,11 @@ class LossChart(PlotextPlot):
         self.markers: list[float] = []
         self.builds = 0
         """How many times the figure was built (tests check that idle polls build nothing)."""
-        self._figure: tuple[tuple[int, int, str, int], Text] | None = None
+        self._figure: tuple[tuple[int, int, str, int], list[Strip]] | None = None
         self._data_version = 0
+        self._styles: dict[tuple[str, str, str], RichStyle] = {}
+        """plotext's (colour, style, background) of a cell → its style on screen, over ``_styles_base``."""
+        self._styles_base: Style | None = None
 
     def on_mount(self) -> None:
         self.replot()
@@ -74,9 +88,64 @@ class LossChart(PlotextPlot):
         self._data_version += 1
         self.refresh()
 
-    def render(self) -> RenderResult:
+    def render_line(self, y: int) -> Strip:
+        """One line of the built figure (Textual's line API: the strips are built once per figure)."""
+        lines = self._lines()
+        return lines[y] if y < len(lines) else Strip.blank(self.size.width, self.visual_style.rich_style)
+
+    def _lines(self) -> list[Strip]:
         key = (self.size.width, self.size.height, self.app.theme, self._data_version)
         if self._figure is None or self._figure[0] != key:
             self.builds += 1
-            self._figure = (key, super().render())  # type: ignore[arg-type]
+            try:
+                lines = self._build_lines()
+            except AttributeError:  # plotext's matrix is not where this plotext version keeps it
+                lines = self._render_lines_via_ansi()
+            self._figure = (key, lines)
         return self._figure[1]
+
+    def _build_lines(self) -> list[Strip]:
+        """Build the figure (as ``PlotextPlot.render`` does, less the ANSI string) and turn its cell
+        matrix into one strip per line, one segment per run of equally coloured cells."""
+        width, height = self.size
+        plt = self.plt
+        plt.plotsize(width, height)
+        plt._set_size(width, height)
+        plt.theme(self._get_plotext_theme_name(self.app.theme))
+        plt._set_sizes()
+        plt._build_matrix()
+        matrix = plt.monitor.matrix
+        base = self.visual_style
+        if self._styles_base != base:
+            self._styles, self._styles_base = {}, base
+        lines = []
+        for row in reversed(matrix.Rows):
+            cells = list(zip(matrix.fullground[row], matrix.style[row], matrix.background[row], strict=True))
+            markers = matrix.marker[row]
+            segments, start = [], 0
+            for col in range(1, len(cells) + 1):
+                if col == len(cells) or cells[col] != cells[start]:
+                    segments.append(Segment("".join(markers[start:col]), self._cell_style(cells[start], base)))
+                    start = col
+            lines.append(Strip(segments).adjust_cell_length(width, base.rich_style))
+        return lines
+
+    def _cell_style(self, colors: tuple, base: Style) -> RichStyle:
+        """The on-screen style of plotext's (colour, style, background): the one its ANSI codes parse to,
+        over the widget's own style, exactly as the ANSI path would show it (cached per triple)."""
+        key = tuple(c if isinstance(c, str | int) else tuple(c) for c in colors)
+        style = self._styles.get(key)  # type: ignore[arg-type]
+        if style is None:
+            from plotext._utility import colors_to_ansi
+
+            parsed = Text.from_ansi(colors_to_ansi(*colors) + "x")
+            rich = RichStyle.combine(span.style for span in parsed.spans if isinstance(span.style, RichStyle))
+            style = (base + Style.from_rich_style(rich, self.app.ansi_theme)).rich_style
+            self._styles[key] = style  # type: ignore[index]
+        return style
+
+    def _render_lines_via_ansi(self) -> list[Strip]:
+        from textual.visual import Visual, visualize
+
+        visual = visualize(self, super().render())
+        return Visual.to_strips(self, visual, self.size.width, self.size.height, self.visual_style)
