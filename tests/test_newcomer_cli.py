@@ -15,6 +15,7 @@ from core.compare import Column, Table
 from core.registry import RunStatus, open_database, store
 from hrm_tui import render
 from hrm_tui.cli.compare import fitted_tables
+from tests.conftest import subprocess_env, wait_for
 
 LPT_EPOCH = {"train_loss": 13.8684, "train_final_loss": 3.3658, "val_loss": 2.8497, "val_ppl": 17.2821,
              "improved": 1.0, "epoch_time_s": 1.1256}
@@ -211,3 +212,46 @@ def test_ls_at_80_columns_keeps_the_config_that_tells_runs_apart(db_path):
     assert all(len(line) <= 80 for line in lines)
     assert " config " in lines[1] and "seed=3" in result.output and "sleep=0.8" in result.output
     assert "not shown at this width: elapsed, variant, gpu" in result.output
+
+
+def test_ctrl_c_during_wait_says_the_run_goes_on_and_how_to_come_back(db_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    waiting = subprocess.Popen([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "run", "smoke",
+                                "--no-start-scheduler", "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    wait_for(lambda: db_path.exists() and api.list_records(api.open_registry(str(db_path)), ids=[1]), timeout=30)
+    time.sleep(1.0)  # inside api.wait
+    waiting.send_signal(signal.SIGINT)
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 130, err
+    assert "stopped waiting for run 1; the run goes on in the background." in err
+    assert "hrm follow 1" in err and "Traceback" not in err and "aborted" not in err
+    assert api.list_records(api.open_registry(str(db_path)), ids=[1])[0]["status"] == "queued"
+
+
+def test_resume_wait_prints_the_result_line_like_run_wait(db_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    def hrm(*args):
+        return subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), *args], capture_output=True,
+                              text=True, env=subprocess_env(), timeout=120)
+
+    first = hrm("run", "smoke", "--epochs", "3", "--fail-at-epoch", "2", "--wait")
+    try:
+        assert first.returncode == 1 and "run 1 failed" in first.stderr, first.stderr
+        again = hrm("resume", "1", "--wait")
+        assert again.returncode == 1, again.stderr
+        last = again.stderr.splitlines()[-1]  # one line, however long: scripts grep it
+        assert last.startswith("run 1 failed in ") and last.endswith("smoke failure requested at epoch 2)"), last
+    finally:
+        db = api.open_registry(str(db_path))
+        for scheduler in store.live_schedulers(db, stale_after=10):
+            os.kill(scheduler["pid"], signal.SIGTERM)
+        wait_for(lambda: not api.scheduler_alive(db), timeout=10)

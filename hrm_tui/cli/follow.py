@@ -56,6 +56,22 @@ def follow_run(db, run_id: int) -> str:
     return status
 
 
+def wait_run(db, run_id: int):
+    """``--wait``: block until the run ends and return it; Ctrl-C or SIGTERM ends the command
+    (exit 130 / 143) with the same line as ``--follow``: the run goes on, and how to come back."""
+    from core import api
+
+    previous = _on_sigterm(_raise_interrupted)
+    try:
+        return api.wait(db, run_id)
+    except KeyboardInterrupt:
+        _interrupted(run_id, signal.SIGINT, "waiting for")
+    except FollowInterrupted as exc:
+        _interrupted(run_id, exc.signum, "waiting for")
+    finally:
+        _on_sigterm(previous)
+
+
 def _on_sigterm(handler):
     try:
         return signal.signal(signal.SIGTERM, handler)
@@ -67,9 +83,9 @@ def _raise_interrupted(signum, frame) -> None:
     raise FollowInterrupted(signum)
 
 
-def _interrupted(run_id: int, signum: int) -> None:
+def _interrupted(run_id: int, signum: int, doing: str = "following") -> None:
     err_console().print(
-        f"\nstopped following run {run_id}; the run goes on in the background.\n"
+        f"\nstopped {doing} run {run_id}; the run goes on in the background.\n"
         f"re-attach: [bold]hrm follow {run_id}[/bold] · its output: hrm logs {run_id} -f · stop it: hrm cancel {run_id}",
         highlight=False, soft_wrap=True)
     raise typer.Exit(INTERRUPT_EXIT.get(signum, 1))
@@ -110,7 +126,7 @@ def _watch(db, run_id: int) -> str:
         printer.flush(keep_last=False)
     final = api.require_run(db, run_id)
     record = api.list_records(db, ids=[run_id])[0]
-    err_console().print(result_line(record, final.error), highlight=False)
+    err_console().print(result_line(record, final.error), highlight=False, soft_wrap=True)
     return final.status
 
 

@@ -34,8 +34,12 @@ def resume(
              f"epoch {latest['epoch']}" if latest else "from the start (no checkpoint recorded)")
     err_console().print(f"run [bold]{run_id}[/bold] queued as attempt {run.attempt}, continuing {where}")
     ensure_scheduler(database, start, quiet=wait)
-    if wait:
-        final = api.wait(database, run_id)
+    if wait:  # as `hrm run --wait`: the result line, and Ctrl-C says the run goes on
+        from hrm_tui.cli.follow import result_line, wait_run
+
+        final = wait_run(database, run_id)
+        err_console().print(result_line(api.list_records(database, ids=[run_id])[0], final.error), highlight=False,
+                            soft_wrap=True)
         raise typer.Exit(0 if final.status == RunStatus.COMPLETED.value else 1)
     if follow:
         from hrm_tui.cli.follow import follow_run

@@ -111,10 +111,11 @@ def _after_queue(db, run_id: int, *, follow: bool, wait: bool) -> None:
     from core.registry.status import RunStatus
 
     if wait and not follow:
-        from hrm_tui.cli.follow import result_line
+        from hrm_tui.cli.follow import result_line, wait_run
 
-        final = api.wait(db, run_id)
-        err_console().print(result_line(api.list_records(db, ids=[run_id])[0], final.error), highlight=False)
+        final = wait_run(db, run_id)
+        err_console().print(result_line(api.list_records(db, ids=[run_id])[0], final.error), highlight=False,
+                            soft_wrap=True)  # one line, whatever the width: scripts grep it
         raise typer.Exit(0 if final.status == RunStatus.COMPLETED.value else 1)
     from hrm_tui.cli.follow import follow_run
 
