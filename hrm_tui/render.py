@@ -131,7 +131,7 @@ def runs_table(records: Sequence[Mapping[str, Any]], *, width: int | None = None
         "id": [str(r["id"]) for r in records],
         "experiment": [r["experiment"] for r in records],
         "variant": [r["variant"] for r in records],
-        "config": [" ".join(f"{k}={r['config'].get(k)}" for k in diff[:4]) for r in records] if diff else None,
+        "config": [" ".join(f"{k}={fmt(r['config'].get(k))}" for k in diff[:4]) for r in records] if diff else None,
         "status": [status_text(r["status"]) for r in records],
         "progress": [progress_text(r["progress"], live=r["status"] in LIVE_STATUSES) for r in records],
         "headline": [fmt(record_headline(r)) for r in records],

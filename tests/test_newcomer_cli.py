@@ -255,3 +255,16 @@ def test_resume_wait_prints_the_result_line_like_run_wait(db_path):
         for scheduler in store.live_schedulers(db, stale_after=10):
             os.kill(scheduler["pid"], signal.SIGTERM)
         wait_for(lambda: not api.scheduler_alive(db), timeout=10)
+
+
+def test_ls_prints_config_values_as_the_dashboard_does(db_path):
+    from typer.testing import CliRunner
+
+    from hrm_tui.cli import app
+
+    db = open_database(db_path, create=True)
+    store.create_run(db, "smoke", {"noisy": True, "epochs": 10000}, headline_key="best_val_ppl")
+    store.create_run(db, "smoke", {"noisy": False, "epochs": 3}, headline_key="best_val_ppl")
+    db.dispose()
+    out = CliRunner().invoke(app, ["--db", str(db_path), "ls"], env={"COLUMNS": "120"}).output
+    assert "epochs=10,000 noisy=yes" in out and "epochs=3 noisy=no" in out, out
