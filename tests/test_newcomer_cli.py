@@ -268,3 +268,32 @@ def test_ls_prints_config_values_as_the_dashboard_does(db_path):
     db.dispose()
     out = CliRunner().invoke(app, ["--db", str(db_path), "ls"], env={"COLUMNS": "120"}).output
     assert "epochs=10,000 noisy=yes" in out and "epochs=3 noisy=no" in out, out
+
+
+def _torch_build() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return ""
+
+
+@pytest.mark.skipif(not _torch_build().endswith("+cpu"), reason="needs a CPU-only torch wheel installed")
+def test_a_cuda_run_on_a_cpu_only_torch_is_refused_at_submit(db_path):
+    """It was queued and failed a second later: AssertionError: Torch not compiled with CUDA enabled."""
+    import subprocess
+    import sys
+
+    for args in (["run", "lpt", "--device", "cuda:0", "--no-start-scheduler"],
+                 ["run", "lpt", "--device", "cuda", "--no-start-scheduler", "--wait"]):
+        result = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), *args], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.splitlines() == [
+            f"error: lpt: --device {args[3]}: the installed torch ({_torch_build()}) is a CPU-only build; "
+            f"use --device cpu or auto"]
+    assert not db_path.exists() or api.list_records(api.open_registry(str(db_path))) == []
+    smoke = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "run", "smoke", "--device", "cuda",
+                            "--no-start-scheduler"], capture_output=True, text=True, timeout=60)
+    assert smoke.returncode == 0  # smoke needs no torch: its device is a label

@@ -78,6 +78,10 @@ class ExperimentConfig(BaseModel):
                 found = False
             if not found:
                 raise Unavailable(f"{module} is not installed: pip install 'hrm-tui[{EXTRA_OF.get(module, 'all')}]'")
+        build = _cpu_only_torch() if "torch" in type(self).requires and self.device.startswith("cuda") else None
+        if build:
+            raise Unavailable(f"--device {self.device}: the installed torch ({build}) is a CPU-only build; "
+                              f"use --device cpu or auto")
 
     def preflight(self) -> None:
         """Checks that ask the machine rather than the values (data reachable, files present).
@@ -85,6 +89,18 @@ class ExperimentConfig(BaseModel):
         Raise :class:`Unavailable` with one line that says what to do. Called once when a run is
         submitted (``core.api.submit``), not on every validation (forms validate while you type).
         """
+
+
+def _cpu_only_torch() -> str | None:
+    """The installed torch's version when it is a CPU-only wheel (``2.13.0+cpu``), else None; read from
+    its metadata, without importing torch (submit stays fast)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("torch")
+    except PackageNotFoundError:
+        return None
+    return installed if installed.endswith("+cpu") else None
 
 
 @dataclass(frozen=True)
