@@ -48,3 +48,23 @@ async def test_run_view_footer_keys_never_run_under_the_palette_hint(seeded, wid
         await settle(pilot)
         assert app.screen.id != "dashboard"
         assert await footer_overlap(app) == []
+
+
+async def test_filter_hash_id_is_that_run_and_config_words_read_as_the_table_shows_them(tmp_path):
+    """`#2` listed runs 2, 20-29 and 12 (a substring); `noisy=yes`, as the config column prints it, found nothing."""
+    from core.registry import open_database, store
+    from tests.tui_helpers import run_table
+
+    path = tmp_path / "runs.db"
+    db = open_database(path, create=True)
+    for i in range(1, 24):
+        store.create_run(db, "smoke", {"epochs": 3 + i, "noisy": i == 12}, headline_key="best_val_ppl")
+    db.dispose()
+    async with dashboard(path, size=(120, 40)) as (app, pilot):
+        for words, expected in (("#2", {2}), ("#12", {12}), ("noisy=yes", {12}), ("noisy=true", {12}),
+                                ("epochs=2", {17, 18, 19, 20, 21, 22, 23}), ("#2 noisy=yes", set())):
+            await pilot.press("slash", *words, "enter")
+            await pilot.pause(0.3)
+            assert {r.id for r in run_table(app).rows} == expected, words
+            await pilot.press("escape")
+            assert run_table(app).row_count == 23

@@ -113,7 +113,7 @@ class RunsModel:
 
     def view(self, query: str = "", order: SortOrder = SortOrder(), *, only: Set[int] | None = None) -> list[RunView]:
         """The rows matching ``query`` (and among ``only``, the runs an expression selected), sorted by ``order``."""
-        terms = query.lower().split()
+        terms = search_terms(query)
         rows = list(self.rows.values()) if only is None else [r for i, r in self.rows.items() if i in only]
         if terms:
             rows = [r for r in rows if self._matches(r, terms)]
@@ -171,16 +171,28 @@ def _spec(values: dict[str, Counter[str]], total: int) -> dict[str, str | None]:
 
 
 def matches(row: RunView, terms: Sequence[str]) -> bool:
-    """Every term is a substring of the row's id, experiment, variant, status, gpu, tags or ``key=value``."""
+    """Every term (:func:`search_terms`) is a substring of the row's id, experiment, variant, status, gpu,
+    tags or ``key=value``."""
     haystack = search_text(row)
     return all(term in haystack for term in terms)
 
 
+def search_terms(query: str) -> list[str]:
+    """The filter box's words; ``#12`` is run 12 only (not 120 or 312): it must match a whole word."""
+    return [f" {word} " if word[:1] == "#" and word[1:].isdigit() else word for word in query.lower().split()]
+
+
 def search_text(row: RunView) -> str:
-    config = " ".join(f"{k}={v}" for k, v in row.config.items())
-    parts = [f"#{row.id}", str(row.id), row.experiment, row.variant, row.status.value, row.gpu or "", config,
+    """What the words search, space-delimited; config values both as stored (``noisy=True``) and as the
+    table shows them (``noisy=yes``, ``epochs=10,000``)."""
+    config = []
+    for key, value in row.config.items():
+        config.append(f"{key}={value}")
+        if fmt(value) != str(value):
+            config.append(f"{key}={fmt(value)}")
+    parts = [f"#{row.id}", str(row.id), row.experiment, row.variant, row.status.value, row.gpu or "", *config,
              *row.tags]
-    return " ".join(parts).lower()
+    return " " + " ".join(parts).lower() + " "
 
 
 # --- cells -------------------------------------------------------------------------------------
