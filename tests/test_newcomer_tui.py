@@ -68,3 +68,14 @@ async def test_filter_hash_id_is_that_run_and_config_words_read_as_the_table_sho
             assert {r.id for r in run_table(app).rows} == expected, words
             await pilot.press("escape")
             assert run_table(app).row_count == 23
+
+
+async def test_log_screen_title_keeps_what_it_shows_readable_at_80_columns(seeded):
+    from tests.tui_helpers import press_on, text_of
+
+    path, ids = seeded
+    async with dashboard(path, size=(80, 24)) as (app, pilot):
+        await press_on(pilot, ids["done_a"], "l")
+        await settle(pilot)
+        title = text_of(app.screen.query_one("#log-title"))
+        assert title.strip().startswith(f"run {ids['done_a']} logs (last 64 kB, then live) · ")

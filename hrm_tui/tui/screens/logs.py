@@ -28,7 +28,8 @@ class LogScreen(HrmScreen):
 
     def compose(self) -> ComposeResult:
         path = api.worker_log_path(self.app.db, self.run_id)
-        yield Static(f" run {self.run_id} logs · {path} (last 64 kB, then live)", id="log-title")
+        # the path last: a narrow terminal cuts the end of the line
+        yield Static(f" run {self.run_id} logs (last 64 kB, then live) · {path}", id="log-title")
         yield Log(id="full-log", max_lines=20_000, auto_scroll=True)
         yield Footer(compact=True)
 
