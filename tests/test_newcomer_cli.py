@@ -297,3 +297,18 @@ def test_a_cuda_run_on_a_cpu_only_torch_is_refused_at_submit(db_path):
     smoke = subprocess.run([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "run", "smoke", "--device", "cuda",
                             "--no-start-scheduler"], capture_output=True, text=True, timeout=60)
     assert smoke.returncode == 0  # smoke needs no torch: its device is a label
+
+
+def test_import_of_one_mlflow_run_says_run_n(tmp_path, lpt_registry):
+    pytest.importorskip("mlflow")
+    from typer.testing import CliRunner
+
+    from hrm_tui.cli import app
+
+    store_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exported = CliRunner().invoke(app, ["--db", lpt_registry.url, "export", "1", "--to", "mlflow", store_uri])
+    assert exported.exit_code == 0, exported.output
+    target = tmp_path / "other.db"
+    imported = CliRunner().invoke(app, ["--db", str(target), "import", "mlflow", store_uri])
+    assert imported.exit_code == 0, imported.output
+    assert "1 run(s) imported (run 1)" in imported.output, imported.output

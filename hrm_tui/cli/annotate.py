@@ -141,7 +141,9 @@ def import_mlflow(
                     "skipped_unfinished": result.skipped_unfinished}, expand=1)
         return
     parts = [f"{len(result.imported)} run(s) imported"]
-    if result.imported:
+    if len(result.imported) == 1:
+        parts[0] += f" (run {result.imported[0]})"
+    elif result.imported:
         parts[0] += f" (runs {result.imported[0]}–{result.imported[-1]})"
     if result.skipped_existing:
         parts.append(f"{result.skipped_existing} imported before")
