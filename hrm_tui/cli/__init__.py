@@ -53,7 +53,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ls": ("hrm_tui.cli.runs", "list_runs", "List runs, newest first."),
     "follow": ("hrm_tui.cli.follow", "follow", "Watch a run live until it ends (Ctrl-C stops watching, not the run)."),
     "show": ("hrm_tui.cli.runs", "show", "A run in full: config, status, timings, per-epoch and per-layer tables."),
-    "logs": ("hrm_tui.cli.runs", "logs", "The run's log: worker output (stdout/stderr), followed live with -f."),
+    "logs": ("hrm_tui.cli.runs", "logs", "The run's log: worker output (stdout/stderr) and notes, followed live with -f."),
     "cancel": ("hrm_tui.cli.runs", "cancel", "Cancel a run (graceful SIGTERM, then SIGKILL after a grace period)."),
     "retry": ("hrm_tui.cli.runs", "retry", "Queue a new run with the same experiment and config."),
     "delete": ("hrm_tui.cli.runs", "delete", "Delete a finished run and all its metrics."),

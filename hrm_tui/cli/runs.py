@@ -179,7 +179,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the run ends")] = False,
     db: DbOption = None,
 ) -> None:
-    """The run's log: worker output (stdout/stderr) followed live with -f."""
+    """The run's log: worker output (stdout/stderr), then the worker's and scheduler's notes; live with -f."""
     from core import api
 
     database = registry(ctx, db)
