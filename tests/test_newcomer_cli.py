@@ -223,10 +223,15 @@ def test_ctrl_c_during_wait_says_the_run_goes_on_and_how_to_come_back(db_path):
     waiting = subprocess.Popen([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "run", "smoke",
                                 "--no-start-scheduler", "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    wait_for(lambda: db_path.exists() and api.list_records(api.open_registry(str(db_path)), ids=[1]), timeout=30)
-    time.sleep(1.0)  # inside api.wait
+    said = []
+    for line in waiting.stderr:  # the last line before it blocks in the wait
+        said.append(line)
+        if line.startswith("no scheduler is running"):
+            break
+    time.sleep(0.5)
     waiting.send_signal(signal.SIGINT)
     out, err = waiting.communicate(timeout=30)
+    err = "".join(said) + err
     assert waiting.returncode == 130, err
     assert "stopped waiting for run 1; the run goes on in the background." in err
     assert "hrm follow 1" in err and "Traceback" not in err and "aborted" not in err
