@@ -79,3 +79,18 @@ async def test_log_screen_title_keeps_what_it_shows_readable_at_80_columns(seede
         await settle(pilot)
         title = text_of(app.screen.query_one("#log-title"))
         assert title.strip().startswith(f"run {ids['done_a']} logs (last 64 kB, then live) · ")
+
+
+async def test_the_keys_panel_hides_the_footer_that_no_longer_fits_beside_it(seeded):
+    """At 80×24, `?` left a 48-column footer whose keys ran under the palette hint (`/ filter▏^p paletteu▏`)."""
+    from textual.widgets import Footer
+
+    path, _ = seeded
+    async with dashboard(path, size=(80, 24)) as (app, pilot):
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert app.screen.query("HelpPanel") and not app.screen.query_one(Footer).display
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert not app.screen.query("HelpPanel") and app.screen.query_one(Footer).display
+        assert await footer_overlap(app) == []

@@ -500,6 +500,16 @@ class HrmApp(App[None]):
         else:
             self.action_show_help_panel()
 
+    def action_show_help_panel(self) -> None:
+        """The keys panel takes the right third: the footer, which would no longer fit beside it (its
+        keys ran under the palette hint), hides while the panel lists every key (``-keys-shown``)."""
+        super().action_show_help_panel()
+        self.screen.add_class("-keys-shown")
+
+    def action_hide_help_panel(self) -> None:
+        super().action_hide_help_panel()
+        self.screen.remove_class("-keys-shown")
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("New run", "Queue a run from a form generated from the experiment's config",
