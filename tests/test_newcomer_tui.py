@@ -94,3 +94,22 @@ async def test_the_keys_panel_hides_the_footer_that_no_longer_fits_beside_it(see
         await settle(pilot)
         assert not app.screen.query("HelpPanel") and app.screen.query_one(Footer).display
         assert await footer_overlap(app) == []
+
+
+def test_hrm_tui_bad_arguments_are_one_error_line_and_version_matches_hrm(tmp_path):
+    """argparse printed its usage and `hrm-tui: error: ...`; every hrm command says one `error: ...` line."""
+    import subprocess
+    import sys
+
+    def hrm_tui(*args):
+        return subprocess.run([sys.executable, "-c", "from hrm_tui.tui.app import main; main()", *args],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=60)
+
+    for args in (["--dbb", "x"], ["--poll", "abc"]):
+        bad = hrm_tui(*args)
+        assert bad.returncode == 2 and bad.stdout == "" and len(bad.stderr.splitlines()) == 1, bad.stderr
+        assert bad.stderr.startswith("error: ")
+    version = hrm_tui("--version")
+    hrm = subprocess.run([sys.executable, "-m", "hrm_tui", "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout == hrm.stdout and version.stdout.startswith("hrm-tui ")
+    assert not (tmp_path / "runs.db").exists()

@@ -519,11 +519,36 @@ class HrmApp(App[None]):
             yield SystemCommand(title, help_text, partial(self.run_action, action, screen))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments are one ``error: ...`` line and exit code 2, as for every ``hrm`` command."""
+
+    def error(self, message: str) -> None:  # argparse prints the usage too, and "hrm-tui: error:"
+        self.exit(2, f"error: {message} (hrm-tui --help lists the options)\n")
+
+
+class PrintVersion(argparse.Action):
+    """``--version``, as ``hrm --version`` prints it (the package metadata is read only when asked)."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("hrm-tui")
+        except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+            number = "unknown"
+        sys.stdout.write(f"hrm-tui {number}\n")
+        parser.exit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="hrm-tui", description="Dashboard over an hrm run registry.")
+    parser = OneLineParser(prog="hrm-tui", description="Dashboard over an hrm run registry.")
     parser.add_argument("--db", default=os.environ.get("HRM_DB"),
                         help="registry path or SQLAlchemy URL [env HRM_DB, default ./runs.db]")
     parser.add_argument("--poll", type=float, default=DEFAULT_POLL_INTERVAL, help="seconds between polls")
+    parser.add_argument("--version", action=PrintVersion)
     args = parser.parse_args(argv)
     try:
         app = HrmApp(db=args.db, poll_interval=max(0.1, args.poll))
