@@ -223,6 +223,12 @@ def plan_scheduler(*, gpus: str | None = None, pack: int = 1, max_parallel: int 
             raise UserError(f"{slurm_flags[0]} is a Slurm option: with --executor ray ask Ray with --ray-gpus", 2)
         if gpus or pack != 1:
             raise UserError("--gpus and --pack are for local workers: with --executor ray ask Ray with --ray-gpus", 2)
+        from core.scheduler.ray_engine import RayError, probe_head
+
+        try:  # before the registry is opened: an unreachable cluster writes nothing
+            probe_head(ray.resolved_address())
+        except RayError as exc:
+            raise UserError(f"--executor ray: {exc}", 1) from None
         return SchedulerPlan(Slots.from_options("", max_parallel=max_parallel or 16), "ray", ray=ray)
     if executor == "local":
         if slurm_flags:

@@ -52,7 +52,10 @@ log = logging.getLogger("hrm.scheduler.ray")
 NAMESPACE = "hrm"
 """The Ray namespace of hrm's actors (their names are unique within it)."""
 LINGER_S = 900.0
-"""An actor whose worker ended waits this long for a scheduler to collect it, then exits (frees its GPU)."""
+"""An actor whose worker was killed waits this long for a scheduler to read how (and settle the run), then
+exits, freeing its CPU and GPU. A worker that exited by itself wrote its own ending: its actor waits
+:data:`LINGER_EXITED_S`, enough for a live scheduler's next look, not for one that was stopped."""
+LINGER_EXITED_S = 10.0
 _SEND_TIMEOUT_S = 5.0
 
 
@@ -113,9 +116,8 @@ class WorkerHost:
     the thread that forked), so the actor answers ``send`` and ``wait`` while it runs.
     """
 
-    def __init__(self, run_id: int, linger: float = LINGER_S) -> None:
+    def __init__(self, run_id: int) -> None:
         self.run_id = run_id
-        self.linger = linger
         self._lock = threading.Lock()
         self._ended = threading.Event()
         self._proc: subprocess.Popen | None = None
@@ -160,8 +162,11 @@ class WorkerHost:
             ready.set()
             self._code = self._proc.wait()
             self._ended.set()
-            if not self._collected.wait(self.linger):  # no scheduler came for it: free the node's resources
-                os._exit(0)
+            # The actor goes once a scheduler has read the ending (or none came for it in time): its CPU and
+            # GPU are freed even when the scheduler exits right after reading, or was stopped before it could.
+            if self._collected.wait(LINGER_EXITED_S if self._code >= 0 else LINGER_S):
+                time.sleep(0.2)  # the reply to ``collected`` goes out first
+            os._exit(0)
 
         threading.Thread(target=keep, name=f"hrm-worker-{self.run_id}", daemon=True).start()
         ready.wait()
@@ -199,7 +204,7 @@ class WorkerHost:
             return False
 
     def collected(self) -> None:
-        """The scheduler has read the ending: the actor may go (it is killed right after)."""
+        """The scheduler has read the ending: the actor exits (see :meth:`_spawn`)."""
         self._collected.set()
 
 
@@ -260,6 +265,7 @@ class RayExecutor(Executor):
         ray = self._ray
         if ray.is_initialized():
             return
+        probe_head(self.address)
         saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             ray.init(address=self.address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
@@ -338,7 +344,7 @@ class RayExecutor(Executor):
                 info = None
             if info and info["pid"]:
                 handle.pid, job.node = info["pid"], info["node"]
-                set_run_fields(self.db, handle.run_id, {"external_state": "RUNNING"})
+                set_run_fields(self.db, handle.run_id, {"external_state": "RUNNING", "pid": info["pid"]})
                 store.add_log(self.db, handle.run_id, f"Ray actor {handle.external_id} started the worker "
                               f"(pid {info['pid']} on {info['node']})", source="scheduler")
         if not ray.wait([job.wait_ref], timeout=0)[0]:
@@ -406,11 +412,15 @@ class RayExecutor(Executor):
             store.add_log(self.db, run.id, f"{status.value}: {error}", source="scheduler")
 
     def _release(self, job: _Tracked) -> None:
-        """The ending is read: the actor goes, and Ray frees its CPU and GPU."""
+        """The ending is read: the actor goes, and Ray frees its CPU and GPU. Told and waited for, not only
+        ``ray.kill``-ed: a kill still in flight when this scheduler exits (``--once``) would be dropped."""
         try:
-            job.actor.collected.remote()
+            self._ray.get(job.actor.collected.remote(), timeout=_SEND_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - already dead, or it exited before answering
+            log.debug("Ray actor %s: %s", job.name, exc)
+        try:
             self._ray.kill(job.actor, no_restart=True)
-        except Exception as exc:  # noqa: BLE001 - already dead
+        except Exception as exc:  # noqa: BLE001
             log.debug("Ray actor %s: %s", job.name, exc)
 
     # --- stop ---------------------------------------------------------------------------------
@@ -469,6 +479,17 @@ class RayExecutor(Executor):
             return WorkerHandle(run_id=run.id, pid=run.pid or 0, slot=run.gpu or "cpu",
                                 log_path=worker_log(self.db, run.id), external_id=actor_id)
         return None
+
+
+def probe_head(address: str, timeout: float = 5.0) -> None:
+    """RayError when a ``HOST:PORT`` head does not accept connections (``ray.init`` would retry for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # ``auto`` and the like: ray.init finds the cluster (or says it found none) by itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RayError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 def _first_line(exc: BaseException) -> str:
