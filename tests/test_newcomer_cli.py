@@ -317,3 +317,15 @@ def test_import_of_one_mlflow_run_says_run_n(tmp_path, lpt_registry):
     imported = CliRunner().invoke(app, ["--db", str(target), "import", "mlflow", store_uri])
     assert imported.exit_code == 0, imported.output
     assert "1 run(s) imported (run 1)" in imported.output, imported.output
+
+
+@pytest.mark.parametrize("group", [[], ["run"], ["models"], ["import"]], ids=lambda g: " ".join(["hrm", *g]))
+def test_a_group_without_a_command_prints_its_help_and_no_empty_error_line(group, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "hrm_tui", *group], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "Usage:" in result.stdout and "Commands" in result.stdout
+    assert result.stderr == "", result.stderr  # was "error: " and nothing else

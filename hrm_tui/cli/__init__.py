@@ -287,7 +287,11 @@ class OneLineErrors(LazyCommands):
             code = exc.exit_code
         except typer.TyperException as exc:
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            print(f"error: {one_line(message)}", file=sys.stderr)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `hrm`, `hrm run`: the help, not an error line
+                if message.strip():  # (Rich help is printed while it is built, leaving the message empty)
+                    print(message)
+            else:
+                print(f"error: {one_line(message)}", file=sys.stderr)
             code = getattr(exc, "exit_code", 2)
         except OverflowError as exc:  # a number no column can hold, from an option without bounds
             print(f"error: a number is out of range ({one_line(str(exc))})", file=sys.stderr)
