@@ -329,3 +329,15 @@ def test_a_group_without_a_command_prints_its_help_and_no_empty_error_line(group
     assert result.returncode == 2
     assert "Usage:" in result.stdout and "Commands" in result.stdout
     assert result.stderr == "", result.stderr  # was "error: " and nothing else
+
+
+def test_compare_at_80_columns_wraps_number_headers_before_a_config_value():
+    columns = [Column("run", "run", "integer"), Column("status", "status", "text"), Column("epochs", "epochs", "text"),
+               Column("config.sleep", "sleep", "text"), Column("best", "best_val_ppl (best)"),
+               Column("best_epoch", "epoch of best", "integer"), Column("last", "val_ppl (last)"),
+               Column("params", "params", "integer")]
+    rows = [{"run": 21, "status": "completed", "epochs": "3", "config.sleep": "0.0047575216553250145", "best": 16.7666,
+             "best_epoch": 3, "last": 16.7666, "params": 4000}]
+    lines = printed(fitted_tables(Table("runs", "runs", "runs", columns, rows), 80), 80)
+    assert any("0.0047575216553250145" in line for line in lines), "\n".join(lines)
+    assert all(len(line) <= 80 for line in lines)

@@ -55,18 +55,22 @@ def _db(ctx: typer.Context, db: Optional[str], *, create: bool = False):
 
 # --- Rich rendering ---------------------------------------------------------------------------
 
-def rich_table(table: Table, columns=None, *, title: Optional[str] = None, caption: bool = True) -> RichTable:
+def rich_table(table: Table, columns=None, *, title: Optional[str] = None, caption: bool = True,
+               tight: bool = False) -> RichTable:
     """A :class:`core.compare.Table` as a Rich table (``columns``: only these, in order; ``title``
     replaces the table's); out-of-tolerance cells red with ✗. A column is never narrower than its
-    values (numbers are never cut; text wraps past :data:`TEXT_CAP` cells); headers wrap at spaces."""
+    values (numbers are never cut; text wraps past :data:`TEXT_CAP` cells); headers wrap at spaces.
+    ``tight``: number columns no wider than their values either, so that their headers wrap rather
+    than a text column."""
     out = RichTable(title=table.title if title is None else title, title_justify="left", header_style="bold",
                     show_lines=False)
     grouped = any(c.group for c in table.columns)
     columns = table.human_columns() if columns is None else columns
     for col in columns:
+        natural = _natural_width(table, col, grouped)
         out.add_column(_label(col, grouped), justify="left" if col.type == "text" else "right",
-                       overflow="fold", max_width=TEXT_CAP if col.type == "text" else None,
-                       min_width=None if col.type == "text" else _natural_width(table, col, grouped))
+                       overflow="fold", max_width=TEXT_CAP if col.type == "text" else natural if tight else None,
+                       min_width=None if col.type == "text" else natural)
     for i in range(len(table.rows)):
         out.add_row(*(_cell(table, i, col) for col in columns))
     if table.notes and caption:
@@ -115,7 +119,9 @@ def fitted_tables(table: Table, width: int) -> list:
     columns = table.human_columns()
     cost = {id(col): _natural_width(table, col, grouped) + 3 for col in columns}  # padding and a border
     if len(columns) < 2 or 1 + sum(cost.values()) <= width:
-        return _titled([rich_table(table, title="", caption=False)], table)
+        roomy = 1 + sum(max(cell_len(line) for line in _label(col, grouped).split("\n")) + 3
+                        for col in columns) <= width
+        return _titled([rich_table(table, title="", caption=False, tight=not roomy)], table)
     head, units = columns[0], []
     for col in columns[1:]:
         if units and col.group and units[-1][-1].group == col.group:
@@ -135,7 +141,7 @@ def fitted_tables(table: Table, width: int) -> list:
     for n, block in enumerate(blocks, start=1):
         if n > 1:
             parts.append(Text(f"(continued, {n}/{len(blocks)})", style="dim"))
-        parts.append(rich_table(table, [head, *block], title="", caption=False))
+        parts.append(rich_table(table, [head, *block], title="", caption=False, tight=True))
     return _titled(parts, table)
 
 
