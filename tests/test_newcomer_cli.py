@@ -233,7 +233,7 @@ def test_ctrl_c_during_wait_says_the_run_goes_on_and_how_to_come_back(db_path):
     out, err = waiting.communicate(timeout=30)
     err = "".join(said) + err
     assert waiting.returncode == 130, err
-    assert "stopped waiting for run 1; the run goes on in the background." in err
+    assert "stopped waiting for run 1; the run goes on waiting in the queue." in err  # not "in the background"
     assert "hrm follow 1" in err and "Traceback" not in err and "aborted" not in err
     assert api.list_records(api.open_registry(str(db_path)), ids=[1])[0]["status"] == "queued"
 
@@ -341,3 +341,28 @@ def test_compare_at_80_columns_wraps_number_headers_before_a_config_value():
     lines = printed(fitted_tables(Table("runs", "runs", "runs", columns, rows), 80), 80)
     assert any("0.0047575216553250145" in line for line in lines), "\n".join(lines)
     assert all(len(line) <= 80 for line in lines)
+
+
+def test_follow_of_a_queued_run_with_no_scheduler_says_so(db_path):
+    """It waited in silence for a scheduler that was not there."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = open_database(db_path, create=True)
+    store.create_run(db, "smoke", {}, headline_key="best_val_ppl")
+    db.dispose()
+    following = subprocess.Popen([sys.executable, "-m", "hrm_tui", "--db", str(db_path), "follow", "1"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []
+    for line in following.stderr:
+        said.append(line)
+        if line.startswith("run 1 is queued"):
+            break
+    time.sleep(0.5)
+    following.send_signal(signal.SIGINT)
+    out, err = following.communicate(timeout=30)
+    err = "".join(said) + err
+    assert said[1] == "run 1 is queued and no scheduler is running: start one with `hrm scheduler`\n", err
+    assert following.returncode == 130 and "the run goes on waiting in the queue" in err

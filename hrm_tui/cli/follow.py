@@ -33,24 +33,29 @@ def follow(ctx: typer.Context, run_id: RunIdArgument, db: DbOption = None) -> No
     database = registry(ctx, db)
     from core import api
 
-    api.require_run(database, run_id)
-    final_status = follow_run(database, run_id)
+    run = api.require_run(database, run_id)
+    unscheduled = run.status == RunStatus.QUEUED and not api.scheduler_alive(database)  # it would wait for nothing
+    final_status = follow_run(database, run_id, unscheduled=unscheduled)
     raise typer.Exit(0 if final_status == RunStatus.COMPLETED.value else 1)
 
 
-def follow_run(db, run_id: int) -> str:
+def follow_run(db, run_id: int, *, unscheduled: bool = False) -> str:
     """Render a run until it ends and print its result; returns the final status.
 
     Ctrl-C or SIGTERM ends the command (exit 130 / 143) with a line saying the run goes on.
+    ``unscheduled``: the run is queued and no scheduler is alive, which the second line says.
     """
     err_console().print(f"[dim]following run {run_id}: Ctrl-C stops following, not the run[/dim]")
+    if unscheduled:
+        err_console().print(f"[yellow]run {run_id} is queued and no scheduler is running:[/yellow] "
+                            f"start one with `hrm scheduler`", highlight=False, soft_wrap=True)
     previous = _on_sigterm(_raise_interrupted)
     try:
         status = _watch(db, run_id)
     except KeyboardInterrupt:
-        _interrupted(run_id, signal.SIGINT)
+        _interrupted(db, run_id, signal.SIGINT)
     except FollowInterrupted as exc:
-        _interrupted(run_id, exc.signum)
+        _interrupted(db, run_id, exc.signum)
     finally:
         _on_sigterm(previous)
     return status
@@ -65,9 +70,9 @@ def wait_run(db, run_id: int):
     try:
         return api.wait(db, run_id)
     except KeyboardInterrupt:
-        _interrupted(run_id, signal.SIGINT, "waiting for")
+        _interrupted(db, run_id, signal.SIGINT, "waiting for")
     except FollowInterrupted as exc:
-        _interrupted(run_id, exc.signum, "waiting for")
+        _interrupted(db, run_id, exc.signum, "waiting for")
     finally:
         _on_sigterm(previous)
 
@@ -83,9 +88,13 @@ def _raise_interrupted(signum, frame) -> None:
     raise FollowInterrupted(signum)
 
 
-def _interrupted(run_id: int, signum: int, doing: str = "following") -> None:
+def _interrupted(db, run_id: int, signum: int, doing: str = "following") -> None:
+    from core import api
+
+    queued = api.require_run(db, run_id).status.value == "queued"
     err_console().print(
-        f"\nstopped {doing} run {run_id}; the run goes on in the background.\n"
+        f"\nstopped {doing} run {run_id}; the run goes on " + ("waiting in the queue" if queued else "in the background")
+        + ".\n"
         f"re-attach: [bold]hrm follow {run_id}[/bold] · its output: hrm logs {run_id} -f · stop it: hrm cancel {run_id}",
         highlight=False, soft_wrap=True)
     raise typer.Exit(INTERRUPT_EXIT.get(signum, 1))
