@@ -330,6 +330,7 @@ def test_without_the_ray_extra_nothing_is_queued_and_the_line_names_it(tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not RAY.exists(), reason="the [ray] extra is not installed (no `ray` command)")
 def test_bad_ray_options_are_refused_before_anything_is_written(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     for args, code, message in ((["--executor", "ray", "--gres", "gpu:1"], 2, "--gres is a Slurm option"),
