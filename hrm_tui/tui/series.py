@@ -39,6 +39,10 @@ class RunSeries:
     layers: dict[tuple[int, str], dict[int, dict[int | None, float]]] = field(default_factory=dict)
     """(stage, key) → layer → epoch → value for kind ``layer``."""
     summary: dict[tuple[int, str], float] = field(default_factory=dict)
+    _sorted: list[tuple[int, int]] = field(default_factory=list, repr=False, compare=False)
+    """``epochs``' points in order, as of the last time points were added."""
+    _epoch_keys: dict[str, None] = field(default_factory=dict, repr=False, compare=False)
+    """The keys of ``epochs``, in arrival order (a redraw would otherwise walk every epoch for them)."""
 
     def extend(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Add rows newer than ``last_id`` (older ones are ignored); returns how many were new."""
@@ -51,6 +55,7 @@ class RunSeries:
             stage, key, value = row["stage"], row["key"], row["value"]
             if row["kind"] == "epoch":
                 self.epochs.setdefault((stage, row["epoch"]), {})[key] = value
+                self._epoch_keys.setdefault(key)
             elif row["kind"] == "layer":
                 self.layers.setdefault((stage, key), {}).setdefault(row["layer"], {})[row["epoch"]] = value
             else:
@@ -67,29 +72,34 @@ class RunSeries:
         return sorted(found)
 
     def epoch_keys(self) -> list[str]:
-        keys: dict[str, None] = {}
-        for values in self.epochs.values():
-            keys.update(dict.fromkeys(values))
-        return list(keys)
+        """The per-epoch keys, in the order they first arrived."""
+        return list(self._epoch_keys)
 
     def layer_keys(self) -> list[str]:
         return list(dict.fromkeys(key for _, key in self.layers))
 
     def _points(self, stage: int) -> list[tuple[int, int]]:
-        points = sorted(self.epochs)
+        """The (stage, epoch) points in order, sorted again only after new points arrived (not on every
+        call: a redraw asks for them once per curve and per stage marker)."""
+        if len(self._sorted) != len(self.epochs):
+            self._sorted = sorted(self.epochs)
+        points = self._sorted
         return points if stage == ALL_STAGES else [p for p in points if p[0] == stage]
 
     def curves(self, keys: Sequence[str], stage: int = ALL_STAGES) -> dict[str, tuple[list[int], list[float]]]:
         """``key → (x, y)``; x is the epoch, or the running epoch count across stages for ALL_STAGES."""
         out: dict[str, tuple[list[int], list[float]]] = {}
-        for index, point in enumerate(self._points(stage), start=1):
-            x = index if stage == ALL_STAGES else point[1]
-            for key in keys:
-                value = self.epochs[point].get(key)
-                if value is not None and math.isfinite(value):
-                    xs, ys = out.setdefault(key, ([], []))
-                    xs.append(x)
+        isfinite, epochs, points = math.isfinite, self.epochs, self._points(stage)
+        for key in keys:
+            xs: list[int] = []
+            ys: list[float] = []
+            for index, point in enumerate(points, start=1):
+                value = epochs[point].get(key)
+                if value is not None and isfinite(value):
+                    xs.append(index if stage == ALL_STAGES else point[1])
                     ys.append(value)
+            if xs:
+                out[key] = (xs, ys)
         return out
 
     def stage_starts(self) -> list[int]:

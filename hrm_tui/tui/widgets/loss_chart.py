@@ -14,7 +14,9 @@ cost, issue #13). Should plotext's internals ever differ, the chart falls back t
 
 from __future__ import annotations
 
+import bisect
 import math
+import operator
 from collections.abc import Mapping, Sequence
 
 from rich.segment import Segment
@@ -39,9 +41,9 @@ def thin(xs: Sequence[float], ys: Sequence[float], columns: int,
     limits ``lo``..``hi``, the series' own by default), its first, lowest, highest and last point. A line
     through those covers, in that column, the same span and joins its neighbours the same way as one
     through every point. A series of at most four points per column, or whose x is not in order, is
-    returned as it is."""
+    returned as it is. Each column's points are found by bisection, so the cost is the kept points'."""
     n = len(xs)
-    if n <= 4 * columns or any(b < a for a, b in zip(xs, xs[1:])):
+    if n <= 4 * columns or not all(map(operator.le, xs, xs[1:])):
         return xs, ys
     lo = xs[0] if lo is None else lo
     hi = xs[-1] if hi is None else hi
@@ -51,17 +53,20 @@ def thin(xs: Sequence[float], ys: Sequence[float], columns: int,
     def column(x: float) -> int:  # plotext's own mapping (``_utility.get_matrix_data``), rounding included
         return math.floor(round(0.5 + (columns - 1) * (x - lo) / (hi - lo), 8))
 
+    starts = [0]
+    for k in range(1, columns):  # the first point of column k: near where the mapping reaches k, then exact
+        i = bisect.bisect_left(xs, lo + (k - 0.5) * (hi - lo) / (columns - 1), starts[-1])
+        while i > starts[-1] and column(xs[i - 1]) >= k:
+            i -= 1
+        while i < n and column(xs[i]) < k:
+            i += 1
+        starts.append(i)
+    starts.append(n)
     keep: list[int] = []
-    first = 0
-    while first < n:
-        here = column(xs[first])
-        last = low = high = first
-        while last + 1 < n and column(xs[last + 1]) == here:
-            last += 1
-            low = last if ys[last] < ys[low] else low
-            high = last if ys[last] > ys[high] else high
-        keep.extend(sorted({first, low, high, last}))
-        first = last + 1
+    for first, end in zip(starts, starts[1:]):
+        if first < end:
+            part = ys[first:end]
+            keep.extend(sorted({first, first + part.index(min(part)), first + part.index(max(part)), end - 1}))
     return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
