@@ -128,13 +128,11 @@ def _plain_type(param, ctx) -> None:
     if match:
         label = f"<{match.group(1) or match.group(2)}>"
         param.display_type_rich = lambda ctx=None: label
-    low, high = getattr(param, "min", None), getattr(param, "max", None)
-    if hasattr(param, "_get_number_range_help_str") and (
-            (low is not None and abs(low) >= UNBOUNDED) or (high is not None and abs(high) >= UNBOUNDED)):
-        low = None if low is not None and abs(low) >= UNBOUNDED else low
-        high = None if high is not None and abs(high) >= UNBOUNDED else high
-        text = None if low is None and high is None else (
-            f"x<={high}" if low is None else f"x>={low}" if high is None else f"{low}<=x<={high}")
+    bounds = getattr(param, "min", None), getattr(param, "max", None)
+    low, high = (None if b is not None and abs(b) >= UNBOUNDED else b for b in bounds)
+    if hasattr(param, "_get_number_range_help_str") and (low, high) != bounds:
+        text = (f"{low}<=x<={high}" if low is not None and high is not None else f"x>={low}" if low is not None
+                else f"x<={high}" if high is not None else None)  # as Typer writes a range
         param._get_number_range_help_str = lambda: text
 
 
