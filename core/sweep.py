@@ -16,6 +16,7 @@ from typing import Any
 
 from core import api
 from core.experiments import UnknownExperiment, get_experiment
+from core.experiments.base import Unavailable
 from core.registry import Database
 
 MAX_POINTS = 2000
@@ -47,8 +48,11 @@ def default_tag(experiment: str) -> str:
 
 
 def plan_sweep(experiment: str, params: Sequence[str], *, fixed: Sequence[str] = (), seeds: int | None = None,
-               tag: str | None = None) -> SweepPlan:
-    """Parse, expand and validate the whole grid (UserError(2) on the first bad point; nothing written)."""
+               tag: str | None = None, preflight: bool = False) -> SweepPlan:
+    """Parse, expand and validate the whole grid (UserError(2) on the first bad point; nothing written).
+
+    ``preflight`` (a dry run): also ask this machine what a submit would (data reachable, files
+    present; UserError(1)), so that a dry run never shows a grid the real sweep refuses."""
     try:
         exp = get_experiment(experiment)
     except UnknownExperiment as exc:
@@ -98,6 +102,11 @@ def plan_sweep(experiment: str, params: Sequence[str], *, fixed: Sequence[str] =
             where = " ".join(f"{n}={v}" for n, v in zip(names, combo))
             raise api.UserError(f"{exc} at grid point {where}", 2) from None
         points.append(config.model_dump(mode="json"))
+        if preflight and len(points) == 1:
+            try:
+                config.preflight()
+            except Unavailable as exc:
+                raise api.UserError(f"{experiment}: {exc}", 1) from None
     return SweepPlan(experiment, tag or default_tag(experiment), axes, points)
 
 

@@ -366,3 +366,21 @@ def test_follow_of_a_queued_run_with_no_scheduler_says_so(db_path):
     err = "".join(said) + err
     assert said[1] == "run 1 is queued and no scheduler is running: start one with `hrm scheduler`\n", err
     assert following.returncode == 130 and "the run goes on waiting in the queue" in err
+
+
+def test_a_sweep_dry_run_says_what_the_real_sweep_would_refuse(tmp_path, monkeypatch):
+    """`hrm sweep cascade ... --dry-run` showed 18 runs; the sweep itself was then refused (no Alpaca)."""
+    from typer.testing import CliRunner
+
+    from hrm_tui.cli import app
+
+    monkeypatch.delenv("HRM_ALPACA_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    args = ["--db", str(tmp_path / "runs.db"), "sweep", "cascade", "--param", "hard_ratio=0.1,0.3",
+            "--no-start-scheduler"]
+    real = CliRunner().invoke(app, args)
+    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    if real.exit_code == 0:
+        pytest.skip("Alpaca is reachable here: both go through")
+    assert real.exit_code == dry.exit_code == 1
+    assert dry.output == real.output and "no Alpaca records" in dry.output

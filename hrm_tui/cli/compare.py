@@ -461,7 +461,7 @@ def sweep(
         return
     if objective or prune or sampler_seed is not None or json_out or trials is not None or parallel is not None:
         raise api.UserError("--trials, --objective, --parallel, --prune, --sampler-seed and --json go with --search random|tpe", 2)
-    plan = plan_sweep(experiment, param or [], fixed=fixed or [], seeds=seeds, tag=tag)
+    plan = plan_sweep(experiment, param or [], fixed=fixed or [], seeds=seeds, tag=tag, preflight=dry_run)
     axes = "  ".join(f"{k}={','.join(v)}" for k, v in plan.axes.items())
     if dry_run:
         err_console.print(f"{len(plan.points)} runs of {experiment}: {axes} (dry run, nothing queued)")
