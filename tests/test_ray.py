@@ -21,6 +21,7 @@ import pytest
 from core import api
 from core.registry import open_database, store
 from tests.conftest import ROOT, scheduler_cmd, subprocess_env, wait_for
+from tests.pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
 from tests.test_cli_lean import BLOCK
 
 RAY = Path(sys.executable).with_name("ray")
@@ -57,26 +58,8 @@ def ray_head():
     finally:
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
             sys.modules["ray"].shutdown()
-        cpu = ray_cpu_seconds(temp)
         subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=ray_env(), timeout=120)
-        print(f"\nray: the head's own processes (gcs, raylet, actors' processes) used {cpu:.1f} s of CPU")
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def ray_cpu_seconds(temp: str) -> float:
-    """CPU seconds of the live processes of the Ray session under ``temp`` (not pytest's children: time -v misses them)."""
-    total = 0.0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if temp.encode() not in (proc / "cmdline").read_bytes() and temp.encode() not in (proc / "environ").read_bytes():
-                continue
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 _STARTED: list[subprocess.Popen] = []
@@ -168,9 +151,17 @@ def ray_test(fn):
     return fn
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request, tmp_path, monkeypatch):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runs.db'}"
+    monkeypatch.setenv("HRM_HOME", str(tmp_path / "hrm-home"))  # run folders of a server registry
+    return request.getfixturevalue("pg_url")
+
+
 @ray_test
-def test_a_ray_run_completes_with_its_epoch_and_layer_rows(ray_head, tmp_path):
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
+def test_a_ray_run_completes_with_its_epoch_and_layer_rows(ray_head, registry_url):  # noqa: F811
+    url = registry_url
     db = open_database(url, create=True)
     run = api.submit(db, "smoke", {"epochs": 3, "layers": 2, "noisy": True})
     started = time.monotonic()
@@ -195,7 +186,7 @@ def test_a_ray_run_completes_with_its_epoch_and_layer_rows(ray_head, tmp_path):
     assert not alive(final.pid)
     # The actor went with the scheduler's reading of its ending, though the scheduler exited at once (--once).
     wait_for(lambda: cpus_in_use(ray_head) == 0, timeout=20, interval=1)
-    print(f"\nray: submit -> completed in {took:.1f} s (scheduler start to exit)")
+    print(f"\nray ({url.split(':')[0]}): submit -> completed in {took:.1f} s (scheduler start to exit)")
     db.dispose()
 
 
