@@ -236,6 +236,28 @@ def test_a_user_cancel_reaches_the_worker_through_its_actor(ray_head, tmp_path):
 
 
 @ray_test
+def test_a_worker_deaf_to_sigterm_is_killed_with_its_actor_after_the_grace(ray_head, tmp_path):
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = open_database(url, create=True)
+    run = api.submit(db, "smoke", {"epochs": 400, "layers": 2, "sleep": 0.3})
+    scheduler = ray_scheduler(url, ray_head)
+    try:
+        running = wait_running(db, run.id, ray_head)
+        actor_process = parent_of(running.pid)
+        os.kill(running.pid, signal.SIGSTOP)  # stopped: the SIGTERM of the cancel waits, unanswered
+        assert hrm("--db", url, "cancel", str(run.id)).returncode == 0
+        wait_for(lambda: store.get_run(db, run.id).status.is_terminal, timeout=40)
+    finally:
+        errors = stop(scheduler)
+    final = store.get_run(db, run.id)
+    assert (final.status, final.cancel_requested) == ("cancelled", True), (final.error, errors)
+    assert final.error.startswith("cancelled by request (") and final.external_id in final.error, final.error
+    assert "SIGKILL sent after 10 s grace" in [line["message"] for line in store.logs(db, run.id)]
+    wait_for(lambda: not alive(running.pid) and not alive(actor_process), timeout=10)  # the worker, then its actor
+    db.dispose()
+
+
+@ray_test
 def test_a_worker_killed_from_outside_fails_with_its_reason_and_the_scheduler_goes_on(ray_head, tmp_path):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     db = open_database(url, create=True)
