@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from core.paths import runs_root, tail, worker_log
@@ -222,7 +222,6 @@ class _Tracked:
     node: str = ""
     code: int | None = None
     ended_seen: float | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def _reason(exc: BaseException) -> str:
