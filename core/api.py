@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,8 +251,11 @@ def plan_scheduler(*, gpus: str | None = None, pack: int = 1, max_parallel: int 
 
 def run_scheduler(db: Database, plan: SchedulerPlan, *, name: str | None = None, stale_after: float = 60.0,
                   once: bool = False, idle_exit: float | None = None, retries: int = 0, on_finish: str | None = None,
-                  webhook: str | None = None) -> None:
-    """Run a scheduler in this process until it stops; UserError(1) when one of that name is alive."""
+                  webhook: str | None = None, on_start: Callable[[], None] | None = None) -> None:
+    """Run a scheduler in this process until it stops; UserError(1) when one of that name is alive.
+
+    ``on_start`` runs once the scheduler holds its lease (a banner that a refused scheduler never prints).
+    """
     from core.resume import EndPolicy
     from core.scheduler import Scheduler, SchedulerAlreadyRunning
 
@@ -277,7 +280,7 @@ def run_scheduler(db: Database, plan: SchedulerPlan, *, name: str | None = None,
     policy = EndPolicy(retries=retries, on_finish=on_finish, webhook=webhook)
     try:
         Scheduler(db, plan.slots, name=name, stale_after=stale_after, once=once, idle_exit=idle_exit,
-                  end_policy=policy, executor=engine).run()
+                  end_policy=policy, executor=engine, on_start=on_start).run()
     except SchedulerAlreadyRunning as exc:
         raise UserError(str(exc), 1) from None
 

@@ -120,3 +120,23 @@ def test_the_result_line_names_the_headline_and_its_epoch():
     assert result_line(running, "boom") == "run 4 failed in 1m05s: best val_ppl so far 10.5 at epoch 3 (boom)"
     assert result_line({"id": 5, "status": "cancelled", "elapsed_s": None, "headline": {}, "latest": {}}) == \
         "run 5 cancelled"
+
+
+def test_a_refused_second_scheduler_prints_only_why(db_path):
+    """`hrm scheduler` while one of its name holds the lease: one error line, no start banner first."""
+    env = subprocess_env()
+    first = subprocess.Popen(hrm_cmd(db_path, "scheduler"), env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        db = open_database(db_path)
+        wait_for(lambda: api.scheduler_alive(db), timeout=30)
+        db.dispose()
+        second = subprocess.run(hrm_cmd(db_path, "scheduler", "--once"), env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [second.stderr.strip()], second.stderr
+        assert second.stderr.startswith("error: a scheduler named") and "already running" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        banner = first.communicate(timeout=30)[1]
+    assert banner.startswith("scheduler "), "the scheduler that got the lease does print its banner"

@@ -114,8 +114,11 @@ class Scheduler:
         once: bool = False,
         idle_exit: float | None = None,
         end_policy=None,
+        on_start=None,
     ) -> None:
         self.db = db
+        self.on_start = on_start
+        """Called once the lease is held (a front end's banner: never shown by a scheduler that is refused)."""
         self.end_policy = end_policy
         """A :class:`core.resume.EndPolicy`: retries and notifications when a run ends (None: defaults)."""
         self.slots = slots
@@ -157,6 +160,8 @@ class Scheduler:
     def run(self) -> None:
         """Run until stopped (SIGTERM/SIGINT), fenced off, or the queue drains with ``once``/``idle_exit``."""
         self.register()
+        if self.on_start is not None:
+            self.on_start()
         log.info("scheduler %r (lease epoch %d) on %s: slots %s, workers stale after %.0f s",
                  self.name, self.lease.epoch, self.host, self.slots.describe(), self.stale_after)
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -54,8 +54,11 @@ def scheduler(
                               ray_address=ray_address, ray_gpus=ray_gpus)
     database = registry(ctx, db, create=True)
     shown = getattr(database, "safe_url", None) or "the registry"
-    err_console().print(f"scheduler {name or api.local_scheduler_name()!r} on {plan.describe()} for {shown} "
-                        "(Ctrl-C stops; running workers continue)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    def banner() -> None:  # printed once the lease is held: a refused second scheduler says only why
+        err_console().print(f"scheduler {name or api.local_scheduler_name()!r} on {plan.describe()} for {shown} "
+                            "(Ctrl-C stops; running workers continue)")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
     api.run_scheduler(database, plan, name=name, stale_after=stale_after, once=once, idle_exit=idle_exit,
-                      retries=retries, on_finish=on_finish, webhook=webhook)
+                      retries=retries, on_finish=on_finish, webhook=webhook, on_start=banner)
