@@ -364,6 +364,14 @@ def logs_since(db: Database, run_id: int, after_id: int = 0) -> list[dict[str, A
     return store.logs(db, run_id, after_id=after_id)
 
 
+def change_watch(db: Database):
+    """A :class:`core.registry.change_watch.ChangeWatch` on ``db``: ``changed()`` says whether anyone
+    committed since the last call (exact on SQLite), so an idle poller can skip its queries."""
+    from core.registry.change_watch import ChangeWatch
+
+    return ChangeWatch(db)
+
+
 def scheduler_status(db: Database) -> list[dict[str, Any]]:
     """The live schedulers' heartbeat rows (host, pid, slots, started_at, beat_at); empty when none."""
     return store.live_schedulers(db, stale_after=HEARTBEAT_STALE_AFTER)

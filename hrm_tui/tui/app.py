@@ -33,7 +33,7 @@ from hrm_tui.tui.messages import (
     RegistryPolled,
     RunsChanged,
 )
-from hrm_tui.tui.poller import GpuStat, PollResult, Watch, first_page, poll
+from hrm_tui.tui.poller import GpuStat, PollResult, Watch, first_page, poll, quiet_poll
 from hrm_tui.tui.runs_model import RunsModel
 from hrm_tui.tui.series import RunSeries
 
@@ -51,6 +51,9 @@ def _api():
 
 
 FIRST_PAGE = 200
+FULL_POLL_EVERY = 5.0
+"""Seconds between full polls while nobody commits: what changes with time alone (a scheduler's
+heartbeat going stale) is still seen; in between, a poll with no new commit runs no query."""
 """Runs read by the very first poll, so the table fills before the full list is read."""
 LOG_KEEP = 5000
 """Log lines kept in memory per watched run."""
@@ -106,6 +109,10 @@ class HrmApp(App[None]):
         self.gpus: list[GpuStat] | None = None
         self.polled = False
         """True once the whole run list has been read."""
+        self._registry_watch = None
+        """``api.change_watch`` on the registry, made and used on the poll thread (polls never overlap)."""
+        self._full_poll_at = float("-inf")
+        self._watched_at_full: frozenset[int] = frozenset()
         self.series: dict[int, RunSeries] = {}
         self.logs: dict[int, list[str]] = {}
         self._watches: dict[int, Watch] = {}
@@ -204,8 +211,20 @@ class HrmApp(App[None]):
         Not ``exclusive``: :meth:`poll_once` already keeps polls from overlapping, and cancelling a
         poll whose result is on its way would only waste the read.
         """
-        result = poll(self.db, watermark=watermark, known=known, watches=watches, want_gpus=gpus,
-                      first_page=first_page)
+        if self._registry_watch is None:
+            from core import api
+
+            self._registry_watch = api.change_watch(self.db)
+        committed = self._registry_watch.changed() or not self._registry_watch.exact  # exact: SQLite
+        now = time.monotonic()
+        if (not committed and first_page is None and watermark is not None and set(watches) <= self._watched_at_full
+                and now - self._full_poll_at < FULL_POLL_EVERY):
+            result = quiet_poll(self.db, watches, self.schedulers, len(known), want_gpus=gpus)
+        else:
+            result = poll(self.db, watermark=watermark, known=known, watches=watches, want_gpus=gpus,
+                          first_page=first_page)
+            if first_page is None:
+                self._full_poll_at, self._watched_at_full = now, frozenset(watches)
         self.post_message(RegistryPolled(result))
 
     @on(RegistryPolled)

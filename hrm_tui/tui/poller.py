@@ -115,6 +115,23 @@ def poll(
     return result
 
 
+def quiet_poll(db: api.Database, watches: Mapping[int, Watch], schedulers: list[dict[str, Any]], known: int,
+               want_gpus: bool = False) -> PollResult:
+    """A poll when nobody committed to the registry since the last one: no run, metric or log query, only
+    the watched runs' worker.log files (written outside the registry) and the GPUs; the schedulers stay."""
+    from core import api
+
+    result = PollResult(rows=[], full=False, removed=set(), watermark=None, counts=None,
+                        schedulers=list(schedulers), known=known)
+    for run_id, watch in watches.items():
+        chunk = api.read_worker_log(db, run_id, watch.file_offset)
+        if chunk is not None:
+            result.files[run_id] = chunk
+    if want_gpus:
+        result.gpus = gpu_stats()
+    return result
+
+
 def _poll_run(db: api.Database, run_id: int, watch: Watch, result: PollResult) -> None:
     from core import api
 
