@@ -33,7 +33,7 @@ from core.compare_export import (  # noqa: F401
     COMPARE_JSON_SCHEMA, COMPARE_JSON_SCHEMA_ID, FORMATS, CompareError, export, latex_escape, summary_line, to_csv,
     to_json, to_latex, to_markdown,
 )
-from core.registry.view import format_number
+from core.registry.view import format_number, latest_key
 
 FIELDS = ("last", "min", "max", "min_epoch", "max_epoch", "count", "best")
 IGNORED_CONFIG_KEYS = ("variant",)
@@ -191,15 +191,22 @@ def best_value(record: Mapping[str, Any], *, lower_is_better: bool = True) -> fl
     key = headline_key(record)
     value = latest_value(record, key)
     if value is None and key == "best_val_ppl":
-        value = latest_value(record, "val_ppl", "best", lower_is_better=lower_is_better)
+        value = latest_value(record, _current_stage_key(record, "val_ppl"), "best", lower_is_better=lower_is_better)
     return value
 
 
 def best_epoch(record: Mapping[str, Any], *, lower_is_better: bool = True) -> int | None:
+    """The epoch of :func:`best_value`: the summary's, else that of the best ``val_ppl`` of the current stage."""
     value = latest_value(record, "best_epoch")
     if value is None:
-        value = latest_value(record, "val_ppl", "min_epoch" if lower_is_better else "max_epoch")
+        value = latest_value(record, _current_stage_key(record, "val_ppl"),
+                             "min_epoch" if lower_is_better else "max_epoch")
     return None if value is None else int(value)
+
+
+def _current_stage_key(record: Mapping[str, Any], key: str) -> str:
+    """``key`` as stored for the run's current stage (``s2/val_ppl``), as the headline rule reads it."""
+    return latest_key({"key": key, "stage": (record.get("progress") or {}).get("stage") or 0})
 
 
 def params_of(record: Mapping[str, Any], key: str = "params") -> int | None:

@@ -77,6 +77,15 @@ def test_best_falls_back_to_val_ppl_while_training(db):
     assert row["best"] == 40.0 and row["best_epoch"] == 2 and row["last_val_ppl"] == 45.0
 
 
+def test_a_staged_run_while_training_shows_its_current_stage_best_and_epoch(db):
+    """As the headline rule: no summary yet, so the best val_ppl of the stage it is in, and that epoch."""
+    run = fake_run(db, "smoke", {"epochs": 9}, status="running",
+                   epochs={1: [(1, {"val_ppl": 90.0}), (2, {"val_ppl": 80.0})],
+                           2: [(1, {"val_ppl": 60.0}), (2, {"val_ppl": 50.0}), (3, {"val_ppl": 55.0})]})
+    (row,) = compare.runs_table(api.list_records(db, ids=[run])).rows
+    assert row["best"] == 50.0 and row["best_epoch"] == 2
+
+
 def test_errors_of_the_table_builders(db):
     a = smoke(db)
     with pytest.raises(compare.CompareError, match="baseline run 999"):
