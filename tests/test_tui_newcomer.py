@@ -129,3 +129,21 @@ async def test_the_focused_form_field_is_highlighted(seeded):
         name = epochs.parent.query_one(".field-name")
         other_name = layers.parent.query_one(".field-name")
         assert (name.styles.color, name.styles.text_style) != (other_name.styles.color, other_name.styles.text_style), (name.styles.text_style, name.parent.parent.pseudo_classes)
+
+
+async def test_form_fields_say_what_to_type_in_words(seeded):
+    """Placeholders and hints read 'numbers, comma separated', not Python's list[float]."""
+    from textual.widgets import Input, Select
+
+    from hrm_tui.tui.screens.new_run import input_hint
+
+    assert input_hint("list[float]") == "numbers, comma separated" and input_hint("int") == "a whole number"
+    path, ids = seeded
+    async with dashboard(path) as (app, pilot):
+        await pilot.press("n")
+        await settle(pilot)
+        form = app.screen
+        form.query_one("#experiment", Select).value = "early-exit"
+        await settle(pilot)
+        placeholders = {editor.placeholder for editor in form.query(Input) if editor.id and editor.id.startswith("field-")}
+        assert placeholders and not any("[" in p for p in placeholders), placeholders

@@ -21,6 +21,15 @@ from core import api
 
 ERROR_FIELD = re.compile(r"--([a-z0-9-]+):")
 
+_INPUT_HINTS = {"int": "a whole number", "float": "a number", "str": "text",
+                "list[int]": "whole numbers, comma separated", "list[float]": "numbers, comma separated",
+                "list[str]": "words, comma separated"}
+
+
+def input_hint(type_name: str) -> str:
+    """What to type into a field, in words (the catalog's type names are Python's: ``list[float]``)."""
+    return _INPUT_HINTS.get(type_name, type_name)
+
 
 class NewRunScreen(ModalScreen[dict[str, Any] | None]):
     """Dismisses with ``{experiment, values, tags, priority, start_scheduler}`` or None."""
@@ -82,8 +91,8 @@ class NewRunScreen(ModalScreen[dict[str, Any] | None]):
             editor = Checkbox("", bool(default), id=f"field-{name}", compact=True)
         else:
             text = "" if default is None else ",".join(map(str, default)) if isinstance(default, list) else str(default)
-            editor = Input(text, placeholder=param["type"], id=f"field-{name}", compact=True)
-        hint = " · ".join(x for x in (param["bounds"] or param["type"], param["description"]) if x)
+            editor = Input(text, placeholder=input_hint(param["type"]), id=f"field-{name}", compact=True)
+        hint = " · ".join(x for x in (param["bounds"] or input_hint(param["type"]), param["description"]) if x)
         return Vertical(
             Horizontal(Label(name.replace("_", "-"), classes="field-name"), editor,
                        Static(hint, classes="field-hint"), classes="field-row"),
