@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import api  # noqa: E402
+from _engine_demo import epochs_and_error  # noqa: E402
 from core.registry import open_database, store  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "CUDA_VISIBLE_DEVICES": ""}
@@ -167,15 +168,9 @@ def main() -> int:
             stop_head(temp)
     print(f"registry {getattr(db, 'safe_url', url)}, Ray at {address}\n")
     print(f"{'how it ended':<20} {'run':>4} {'status':<10} {'Ray actor':<32} {'state':<9} {'epochs':>6}  error")
-    from core.registry import attempts
-
     for label in runs:
         final = run(label)
-        rows = len({r["epoch"] for r in store.metrics(db, final.id, kind="epoch")})
-        error = final.error or ""
-        if final.attempt > 1:
-            first = attempts.attempts(db, final.id)[0]
-            error = f"attempt 1 {first['status']}: {first['error']}"
+        rows, error = epochs_and_error(db, final)
         print(f"{label:<20} {final.id:>4} {final.status.value:<10} {final.external_id or '-':<32} "
               f"{final.external_state or '-':<9} {rows:>6}  {error}")
     print()

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import api  # noqa: E402
+from _engine_demo import epochs_and_error  # noqa: E402
 from core.registry import open_database, store  # noqa: E402
 
 
@@ -113,13 +114,7 @@ def main() -> int:
     print(f"{'how it ended':<22} {'run':>4} {'status':<10} {'job':>5} {'Slurm state':<12} {'epochs':>6}  error")
     for label in runs:
         final = run(label)
-        rows = len({r["epoch"] for r in store.metrics(db, final.id, kind="epoch")})
-        error = final.error or ""
-        if final.attempt > 1:
-            from core.registry import attempts
-
-            first = attempts.attempts(db, final.id)[0]
-            error = f"attempt 1 {first['status']}: {first['error']}"
+        rows, error = epochs_and_error(db, final)
         print(f"{label:<22} {final.id:>4} {final.status.value:<10} {final.external_id or '-':>5} "
               f"{final.external_state or '-':<12} {rows:>6}  {error}")
     print()

@@ -97,8 +97,9 @@ def start_scheduler(db_url: str, *extra: str) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM, 20 s to exit cleanly, then SIGKILL: a scheduler under test never outlives its test."""
+def stop_process(proc: subprocess.Popen) -> str:
+    """SIGTERM, 20 s to exit cleanly, then SIGKILL: a scheduler under test never outlives its test.
+    Returns what it wrote to a piped stderr ("" when not piped)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -106,6 +107,7 @@ def stop_process(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+    return proc.stderr.read() if proc.stderr else ""
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):

@@ -20,7 +20,7 @@ import pytest
 
 from core import api
 from core.registry import open_database, store
-from tests.conftest import ROOT, scheduler_cmd, subprocess_env, wait_for
+from tests.conftest import ROOT, scheduler_cmd, stop_process, subprocess_env, wait_for
 from tests.pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
 from tests.test_cli_lean import BLOCK
 
@@ -91,15 +91,7 @@ def ray_scheduler(url: str, address: str, *extra: str) -> subprocess.Popen:
     return proc
 
 
-def stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.stderr.read() if proc.stderr else ""
+stop = stop_process
 
 
 def running_with_epochs(db, run_id: int, epochs: int = 2):

@@ -15,7 +15,7 @@ import pytest
 
 from core import api
 from core.registry import open_database, store
-from tests.conftest import run_scheduler_once, subprocess_env, wait_for
+from tests.conftest import run_scheduler_once, stop_process, subprocess_env, wait_for
 from tests.pg_fixture import pg_server, pg_url  # noqa: F401  (fixtures)
 from tests.slurm_fixture import SLURM_DIR, slurm_partition  # noqa: F401  (fixture)
 
@@ -53,15 +53,7 @@ def slurm_scheduler(url: str, partition: str, *extra: str, stderr=subprocess.PIP
     return proc
 
 
-def stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.stderr.read() if proc.stderr else ""
+stop = stop_process
 
 
 def job_state(job_id: str) -> str:
