@@ -72,7 +72,7 @@ def test_the_cli_and_listing_targets_print_with_numeric_ratios(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "targets.py"), "--quick", "--only", "cli,listing",
                            "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "[1/1] cli:" in done.stderr  # progress, as it goes
+    assert "[1/1] cli + listing:" in done.stderr  # progress, as it goes
     rows = table_rows(done.stdout)
     ratios = ["`hrm ls --json`, 200 runs: whole-process CPU", "`hrm show RUN --json`: whole-process CPU",
               "`hrm --help`: whole-process CPU", "`hrm experiments`: whole-process CPU",
