@@ -35,7 +35,7 @@ from hrm_tui.tui.widgets.loss_chart import LossChart
 
 TABS = ("curves", "log", "config", "tables")
 DETAIL_TABS = ("config", "tables")
-REDRAW_EVERY = 2.0
+REDRAW_EVERY = 1.0
 """Seconds between chart redraws while epochs stream in faster than that: the two charts, the heatmap
 and their repaint cost ~10 ms of UI time, most of the run view's idle CPU (issue #13). An epoch that
 follows a quiet spell is drawn at once; the header shows every epoch as it arrives."""
