@@ -21,6 +21,11 @@ from core.registry import store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A background job of a non-interactive shell starts with SIGINT ignored, and an ignored signal is inherited:
+# every `hrm follow` the tests start would then ignore their Ctrl-C. The tests' children get the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def pytest_report_header(config) -> list[str]:
     """Say what this invocation covers, so a user knows what a green run means."""

@@ -4,6 +4,7 @@ exit 1 or 2, never a traceback (issue #14)."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,7 @@ COMMANDS = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
-def registry():
+def three_runs() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="hrm-fuzz-") as tmp:
         path = Path(tmp) / "runs.db"
         db = open_database(path, create=True)
@@ -75,6 +75,18 @@ def registry():
             store.append_metrics(db, run.id, "epoch", {"val_ppl": 9.0 + seed}, epoch=1, total=2)
         db.dispose()
         yield path
+
+
+@pytest.fixture(scope="module")
+def registry():
+    """Shared by the fuzzed inputs, which may delete, cancel or add runs in it."""
+    yield from three_runs()
+
+
+@pytest.fixture(scope="module")
+def intact_registry():
+    """Runs 1-3 as created: the fixed inputs below name run 1 (the fuzzed ones may have deleted it)."""
+    yield from three_runs()
 
 
 @settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -117,7 +129,8 @@ LONG = "a" * 300 + ".csv"
     (["report", "004", "--out", "a" * 300], 1, "File name too long"),
     (["reproduce", "004", "--only", "0\r\n0", "--dry-run"], 2, "\\r\\n"),
 ])
-def test_issue_14_inputs(registry, monkeypatch, args, code, message):
+def test_issue_14_inputs(intact_registry, monkeypatch, args, code, message):
+    registry = intact_registry
     monkeypatch.chdir(registry.parent)
     result = runner.invoke(app, ["--db", str(registry), *args])
     lines = [line for line in result.output.splitlines() if line.strip()]
