@@ -143,6 +143,19 @@ def ray_test(fn):
     return fn
 
 
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    """(url, db) of a fresh SQLite registry, disposed after the test."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    db = open_database(url, create=True)
+    yield url, db
+    db.dispose()
+
+
+def epochs_logged(db, run_id: int) -> int:
+    return len({r["epoch"] for r in store.metrics(db, run_id, kind="epoch")})
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def registry_url(request, tmp_path, monkeypatch):
     if request.param == "sqlite":
@@ -202,9 +215,8 @@ def test_a_run_asking_for_ray_goes_there_from_a_local_scheduler(ray_head, tmp_pa
 
 
 @ray_test
-def test_a_user_cancel_reaches_the_worker_through_its_actor(ray_head, tmp_path):
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
-    db = open_database(url, create=True)
+def test_a_user_cancel_reaches_the_worker_through_its_actor(ray_head, sqlite_db):
+    url, db = sqlite_db
     run = api.submit(db, "smoke", {"epochs": 400, "layers": 2, "sleep": 0.3})
     scheduler = ray_scheduler(url, ray_head, "--retries", "1")
     try:
@@ -223,14 +235,12 @@ def test_a_user_cancel_reaches_the_worker_through_its_actor(ray_head, tmp_path):
     assert not alive(running.pid)
     logged = [line["message"] for line in store.logs(db, run.id)]
     assert "SIGTERM sent (cancel requested)" in logged and "cancelled (SIGTERM)" in logged, logged
-    assert len({r["epoch"] for r in store.metrics(db, run.id, kind="epoch")}) >= 2, "what was logged is kept"
-    db.dispose()
+    assert epochs_logged(db, run.id) >= 2, "what was logged is kept"
 
 
 @ray_test
-def test_a_worker_deaf_to_sigterm_is_killed_with_its_actor_after_the_grace(ray_head, tmp_path):
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
-    db = open_database(url, create=True)
+def test_a_worker_deaf_to_sigterm_is_killed_with_its_actor_after_the_grace(ray_head, sqlite_db):
+    url, db = sqlite_db
     run = api.submit(db, "smoke", {"epochs": 400, "layers": 2, "sleep": 0.3})
     scheduler = ray_scheduler(url, ray_head)
     try:
@@ -246,13 +256,11 @@ def test_a_worker_deaf_to_sigterm_is_killed_with_its_actor_after_the_grace(ray_h
     assert final.error.startswith("cancelled by request (") and final.external_id in final.error, final.error
     assert "SIGKILL sent after 10 s grace" in [line["message"] for line in store.logs(db, run.id)]
     wait_for(lambda: not alive(running.pid) and not alive(actor_process), timeout=10)  # the worker, then its actor
-    db.dispose()
 
 
 @ray_test
-def test_a_worker_killed_from_outside_fails_with_its_reason_and_the_scheduler_goes_on(ray_head, tmp_path):
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
-    db = open_database(url, create=True)
+def test_a_worker_killed_from_outside_fails_with_its_reason_and_the_scheduler_goes_on(ray_head, sqlite_db):
+    url, db = sqlite_db
     run = api.submit(db, "smoke", {"epochs": 400, "layers": 2, "sleep": 0.3})
     scheduler = ray_scheduler(url, ray_head)
     try:
@@ -268,16 +276,14 @@ def test_a_worker_killed_from_outside_fails_with_its_reason_and_the_scheduler_go
     assert final.status == "failed", (final.status, final.error, errors)
     assert final.error.startswith(f"worker killed by SIGKILL (Ray actor {final.external_id} on ")
     assert final.exit_code == -9 and final.external_state == "FINISHED"
-    assert len({r["epoch"] for r in store.metrics(db, run.id, kind="epoch")}) >= 2
-    db.dispose()
+    assert epochs_logged(db, run.id) >= 2
 
 
 @ray_test
-def test_an_actor_that_dies_leaves_its_run_lost_and_retries_resume_it(ray_head, tmp_path):
+def test_an_actor_that_dies_leaves_its_run_lost_and_retries_resume_it(ray_head, sqlite_db):
     from core.registry import attempts
 
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
-    db = open_database(url, create=True)
+    url, db = sqlite_db
     run = api.submit(db, "smoke", {"epochs": 25, "layers": 2, "sleep": 0.2})
     scheduler = ray_scheduler(url, ray_head, "--retries", "1")
     try:
@@ -296,13 +302,11 @@ def test_an_actor_that_dies_leaves_its_run_lost_and_retries_resume_it(ray_head, 
     assert ended["status"] == "lost", ended
     assert ended["error"].startswith(f"Ray actor {first_actor} on ") and "died: The actor is dead" in ended["error"]
     assert sorted({r["epoch"] for r in store.metrics(db, run.id, kind="epoch")}) == list(range(1, 26))
-    db.dispose()
 
 
 @ray_test
-def test_a_restarted_scheduler_adopts_the_ray_actor_it_left_running(ray_head, tmp_path):
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
-    db = open_database(url, create=True)
+def test_a_restarted_scheduler_adopts_the_ray_actor_it_left_running(ray_head, sqlite_db):
+    url, db = sqlite_db
     run = api.submit(db, "smoke", {"epochs": 40, "layers": 2, "sleep": 0.25})
     first = ray_scheduler(url, ray_head, "--name", "head1")
     try:
@@ -317,8 +321,7 @@ def test_a_restarted_scheduler_adopts_the_ray_actor_it_left_running(ray_head, tm
     assert final.status == "completed" and final.external_id == running.external_id, (final.error, second.stderr)
     assert final.external_state == "FINISHED"
     assert any("adopted by scheduler 'head1'" in line["message"] for line in store.logs(db, run.id))
-    assert len({r["epoch"] for r in store.metrics(db, run.id, kind="epoch")}) == 40
-    db.dispose()
+    assert epochs_logged(db, run.id) == 40
 
 
 @pytest.mark.slow
