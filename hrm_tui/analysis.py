@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 RUN_COLUMNS = ("id", "experiment", "variant", "status", "tags", "note", "created_at", "started_at",
                "finished_at", "elapsed_s", "epoch", "total_epochs", "headline_key", "headline", "error",

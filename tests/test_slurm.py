@@ -6,7 +6,6 @@ partition), a scheduler restart and a controller outage. Skipped unless root wit
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time

@@ -9,13 +9,12 @@ its own status, events, heartbeat and output into the registry, so the scheduler
 
 from __future__ import annotations
 
-import os
 import signal
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 from core.paths import open_worker_log, worker_log
-from core.scheduler.process import WorkerHandle, is_worker_of, pid_alive
+from core.scheduler.process import WorkerHandle, is_stopped, is_worker_of, pid_alive, signal_group
 from core.scheduler.spawn import spawn
 
 
@@ -85,13 +84,7 @@ class LocalExecutor(Executor):
         return WorkerHandle(run_id=run.id, pid=run.pid, slot=run.gpu or "cpu", log_path=worker_log(self.db, run.id))
 
     def is_stopped(self, handle: WorkerHandle) -> bool:
-        if not pid_alive(handle.pid):
-            return False
-        try:
-            with open(f"/proc/{handle.pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
-        except OSError:
-            return False
+        return pid_alive(handle.pid) and is_stopped(handle.pid)
 
     def reap_quietly(self, handle: WorkerHandle, timeout: float = 5.0) -> int | None:
         """Wait (bounded) for a killed worker to exit, so that it leaves no zombie."""
@@ -105,10 +98,4 @@ class LocalExecutor(Executor):
 
 def kill_group(pid: int) -> None:
     """SIGKILL a worker's process group (works on stopped processes too)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    signal_group(pid, signal.SIGKILL)

@@ -33,13 +33,29 @@ class WorkerHandle:
 
     def signal(self, sig: int) -> None:
         """Signal the worker's whole process group (it runs in a session of its own)."""
+        signal_group(self.pid, sig)
+
+
+def signal_group(pid: int, sig: int) -> bool:
+    """``sig`` to the process group led by ``pid`` (a worker and what it started), else to ``pid`` alone;
+    False when neither could be signalled (gone, or not ours)."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
         try:
-            os.killpg(self.pid, sig)
+            os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(self.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+            return False
+    return True
+
+
+def is_stopped(pid: int) -> bool:
+    """True when ``pid`` is stopped (SIGSTOP, or traced): it exists but is not being scheduled."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except OSError:
+        return False
 
 
 def pid_alive(pid: int) -> bool:

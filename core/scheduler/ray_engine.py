@@ -44,7 +44,7 @@ from core.registry import RunStatus, store
 from core.registry.db import sqlite_path
 from core.registry.run_updates import set_run_fields, settle_from_executor
 from core.scheduler.executor import Executor
-from core.scheduler.process import WorkerHandle, signal_name
+from core.scheduler.process import WorkerHandle, is_stopped, signal_group, signal_name
 from core.scheduler.spawn import child_env, module_argv
 
 log = logging.getLogger("hrm.scheduler.ray")
@@ -184,24 +184,11 @@ class WorkerHost:
                 return False
             if self._ended.is_set():
                 return False
-            try:
-                os.killpg(self._proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                try:
-                    os.kill(self._proc.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    return False
-            return True
+            return signal_group(self._proc.pid, sig)
 
     def stopped(self) -> bool:
         """True when the worker is stopped (SIGSTOP), as the scheduler's lost reason says."""
-        if self._proc is None or self._ended.is_set():
-            return False
-        try:
-            with open(f"/proc/{self._proc.pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
-        except OSError:
-            return False
+        return self._proc is not None and not self._ended.is_set() and is_stopped(self._proc.pid)
 
     def collected(self) -> None:
         """The scheduler has read the ending: the actor exits (see :meth:`_spawn`)."""
@@ -275,19 +262,14 @@ class RayExecutor(Executor):
                 if handler is not None:
                     signal.signal(sig, handler)
 
-    def gpus_per_run(self) -> float:
-        if self.options.num_gpus is not None:
-            return self.options.num_gpus
-        return 1.0 if self._ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-
     # --- submit -------------------------------------------------------------------------------
     def launch(self, run, slot: str) -> WorkerHandle:
         """Create the run's actor and ask it to start the worker; raises :class:`RayError` when Ray cannot take it."""
         ray = self._ray
-        gpus = self.gpus_per_run()
         try:
             self._kill_leftovers(run.id)
             total = ray.cluster_resources().get("GPU", 0)
+            gpus = self.options.num_gpus if self.options.num_gpus is not None else (1.0 if total > 0 else 0.0)
             if gpus > total:
                 raise RayError(f"each run asks Ray for {gpus:g} GPU but the cluster at {self.address} has {total:g}")
             name = f"{self._prefix}{run.id}-{uuid.uuid4().hex[:8]}"
@@ -435,10 +417,6 @@ class RayExecutor(Executor):
             job.actor.send.remote(int(sig))
         except Exception as exc:  # noqa: BLE001 - the actor is gone: its wait reference says so
             log.warning("Ray actor %s: could not deliver %s: %s", job.name, signal_name(-sig), _first_line(exc))
-
-    def cancel(self, handle: WorkerHandle, *, force: bool = False) -> None:
-        """SIGTERM to the worker (it records ``cancelled``), or with ``force`` SIGKILL and ``ray.kill`` of the actor."""
-        self.signal(handle, signal.SIGKILL if force else signal.SIGTERM)
 
     def _kill(self, job: _Tracked) -> None:
         ray = self._ray

@@ -6,7 +6,7 @@ Step functions return metric dicts; the experiment decides what to emit (nanoGPT
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch

@@ -6,7 +6,6 @@ headline (e.g. best val PPL) and the epoch it came from.
 """
 
 import signal
-import sys
 from collections.abc import Mapping
 from typing import Any, Optional
 
