@@ -8,7 +8,6 @@ import this module) the front ends reach through :mod:`core.facade`, loaded on f
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,7 +27,7 @@ from core.registry import Database, RegistryError, RunStatus, open_database, sto
 from core.registry.db import sqlite_path
 from core.registry.view import RUNS_JSON_SCHEMA, RunView
 from core.scheduler.loop import HEARTBEAT_STALE_AFTER
-from core.scheduler.process import is_worker_of
+from core.scheduler.process import is_worker_of, signal_group
 
 Run = RunView
 """The run entity every front end reads (:class:`core.registry.view.RunView`)."""
@@ -470,17 +469,14 @@ def cancel(db: Database, run_id: int, *, force: bool = False) -> Run:
     local = run.pid and run.host == local_scheduler_name() and is_worker_of(run.pid, run_id)
     if force:
         if local:
-            try:
-                os.killpg(run.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            signal_group(run.pid, signal.SIGKILL)
         where = f"pid {run.pid} on {run.host}" if run.pid else "no worker yet"
         store.finish_run(db, run_id, RunStatus.CANCELLED, error=f"cancelled by force ({where})")
         store.add_log(db, run_id, f"cancelled by force ({where})", source="user")
         return require_run(db, run_id)
     owner = getattr(run, "scheduler_name", None) or local_scheduler_name()
     if local and not scheduler_alive(db, name=owner):
-        os.killpg(run.pid, signal.SIGTERM)
+        signal_group(run.pid, signal.SIGTERM)
     return run
 
 
