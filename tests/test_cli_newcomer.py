@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -25,10 +26,8 @@ def stop_background_schedulers(db_path) -> None:
     db = open_database(db_path)
     try:
         for beat in store.live_schedulers(db, stale_after=30):
-            try:
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
                 os.kill(beat["pid"], signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         wait_for(lambda: not api.scheduler_alive(db), timeout=15)
     finally:
         db.dispose()

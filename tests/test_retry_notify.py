@@ -92,7 +92,7 @@ class _Hooks(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, *args):
-        pass
+        """Quiet: http.server would print every request to stderr."""
 
 
 @pytest.fixture
