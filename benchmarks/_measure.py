@@ -35,11 +35,16 @@ def child_cpu_seconds(argv: Sequence[str], env: Mapping[str, str] | None = None,
     return usage.ru_utime + usage.ru_stime
 
 
+def wall_seconds(argv: Sequence[str], cwd: str | Path | None = None) -> float:
+    """Wall seconds of one run of ``argv`` (its output discarded; a failure raises)."""
+    started = time.perf_counter()
+    subprocess.run(argv, capture_output=True, cwd=cwd, check=True)
+    return time.perf_counter() - started
+
+
 def bare_python_wall() -> float:
     """Wall seconds of one bare interpreter start-up (the baseline of the wall-clock latency targets)."""
-    started = time.perf_counter()
-    subprocess.run(BARE_PYTHON, check=True)
-    return time.perf_counter() - started
+    return wall_seconds(BARE_PYTHON)
 
 
 def interleaved_cpu(cases: Mapping[str, Sequence[str]], env: Mapping[str, str], repeats: int, *,

@@ -17,11 +17,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _measure import wall_seconds  # noqa: E402
 HEAVY = ("torch", "numpy", "pandas", "pyarrow", "transformers", "datasets", "matplotlib", "accelerate")
 """What an extra brings and a plain install must not: torch above all."""
 LIMIT_MB = 150.0
@@ -76,19 +78,12 @@ def measure_install() -> InstallFigures:
         listed = json.loads(subprocess.run([*pip, "list", "--format=json"], capture_output=True, text=True,
                                            check=True).stdout)
         names = sorted(p["name"].lower() for p in listed)
-        first, second = (timed([str(venv / "bin" / "hrm"), "--help"], tmp) for _ in range(2))
+        first, second = (wall_seconds([str(venv / "bin" / "hrm"), "--help"], tmp) for _ in range(2))
         hrm = subprocess.run([str(venv / "bin" / "hrm"), "--version"], capture_output=True, cwd=tmp)
         return InstallFigures(venv_mb=disk_mb(venv), empty_venv_mb=empty, packages=names,
                               heavy=[n for n in HEAVY if n in names], hrm_runs=hrm.returncode == 0,
                               first_help_s=first, second_help_s=second,
-                              bare_python_s=timed([str(venv / "bin" / "python"), "-c", "pass"], tmp))
-
-
-def timed(command: list[str], cwd: str) -> float:
-    """Wall seconds of one run of ``command`` (its output discarded)."""
-    started = time.perf_counter()
-    subprocess.run(command, capture_output=True, cwd=cwd, check=True)
-    return time.perf_counter() - started
+                              bare_python_s=wall_seconds([str(venv / "bin" / "python"), "-c", "pass"], tmp))
 
 
 def main() -> int:
