@@ -1,4 +1,4 @@
-"""What the engine demos (``slurm_demo.py``, ``ray_demo.py``) print about each run once it ended."""
+"""What the engine demos (``slurm_demo.py``, ``ray_demo.py``) print once their runs ended: one line a run, then the times."""
 
 from __future__ import annotations
 
@@ -14,3 +14,20 @@ def epochs_and_error(db, run) -> tuple[int, str]:
         first = attempts.attempts(db, run.id)[0]
         error = f"attempt 1 {first['status']}: {first['error']}"
     return epochs, error
+
+
+def print_endings(db, finals: dict, engine_id: str, engine_state: str, timings: list[tuple[str, float]]) -> None:
+    """One line per run (``label → its final view``): status, the engine's id and state, epochs logged and
+    why it ended; then each measured step's seconds."""
+    width = max(len(label) for label in finals) + 2
+    id_width = max([len(engine_id)] + [len(run.external_id or "-") for run in finals.values()])
+    print(f"{'how it ended':<{width}} {'run':>4} {'status':<10} {engine_id:<{id_width}} {engine_state:<12} "
+          f"{'epochs':>6}  error")
+    for label, final in finals.items():
+        epochs, error = epochs_and_error(db, final)
+        print(f"{label:<{width}} {final.id:>4} {final.status.value:<10} {final.external_id or '-':<{id_width}} "
+              f"{final.external_state or '-':<12} {epochs:>6}  {error}")
+    print()
+    step_width = max(len(what) for what, _ in timings) + 2
+    for what, seconds in timings:
+        print(f"{what:<{step_width}} {seconds:6.1f} s")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import api  # noqa: E402
-from _engine_demo import epochs_and_error  # noqa: E402
+from _engine_demo import print_endings  # noqa: E402
 from core.registry import open_database, store  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "CUDA_VISIBLE_DEVICES": ""}
@@ -167,16 +167,8 @@ def main() -> int:
         if temp:
             stop_head(temp)
     print(f"registry {getattr(db, 'safe_url', url)}, Ray at {address}\n")
-    print(f"{'how it ended':<20} {'run':>4} {'status':<10} {'Ray actor':<32} {'state':<9} {'epochs':>6}  error")
-    for label in runs:
-        final = run(label)
-        rows, error = epochs_and_error(db, final)
-        print(f"{label:<20} {final.id:>4} {final.status.value:<10} {final.external_id or '-':<32} "
-              f"{final.external_state or '-':<9} {rows:>6}  {error}")
-    print()
-    for what, seconds in timings + baseline:
-        print(f"{what:<50} {seconds:6.1f} s")
-    print(f"{'ray / local (queue -> completed)':<50} {baseline[1][1] / baseline[0][1]:6.2f} x")
+    print_endings(db, {label: run(label) for label in runs}, "Ray actor", "state", timings + baseline)
+    print(f"ray / local (queue -> completed): {baseline[1][1] / baseline[0][1]:.2f} x")
     db.dispose()
     return 0
 

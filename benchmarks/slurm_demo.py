@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import api  # noqa: E402
-from _engine_demo import epochs_and_error  # noqa: E402
+from _engine_demo import print_endings  # noqa: E402
 from core.registry import open_database, store  # noqa: E402
 
 
@@ -111,15 +111,7 @@ def main() -> int:
         scheduler.send_signal(signal.SIGTERM)
         scheduler.wait(30)
     print(f"registry {db.safe_url if hasattr(db, 'safe_url') else url}, partition {args.partition}\n")
-    print(f"{'how it ended':<22} {'run':>4} {'status':<10} {'job':>5} {'Slurm state':<12} {'epochs':>6}  error")
-    for label in runs:
-        final = run(label)
-        rows, error = epochs_and_error(db, final)
-        print(f"{label:<22} {final.id:>4} {final.status.value:<10} {final.external_id or '-':>5} "
-              f"{final.external_state or '-':<12} {rows:>6}  {error}")
-    print()
-    for what, seconds in timings:
-        print(f"{what:<45} {seconds:6.1f} s")
+    print_endings(db, {label: run(label) for label in runs}, "job", "Slurm state", timings)
     db.dispose()
     return 0
 
