@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from core.registry import attempts, store
 
 
@@ -31,3 +33,13 @@ def print_endings(db, finals: dict, engine_id: str, engine_state: str, timings: 
     step_width = max(len(what) for what, _ in timings) + 2
     for what, seconds in timings:
         print(f"{what:<{step_width}} {seconds:6.1f} s")
+
+
+def wait(what: str, predicate, timeout: float) -> float:
+    """Seconds until ``predicate()`` holds; a one-line error (exit) after ``timeout``."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"error: {what}: not within {timeout:.0f} s")
+        time.sleep(0.2)
+    return time.monotonic() - started

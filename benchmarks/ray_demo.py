@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import api  # noqa: E402
-from _engine_demo import print_endings  # noqa: E402
+from _engine_demo import print_endings, wait  # noqa: E402
 from core.registry import open_database, store  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "CUDA_VISIBLE_DEVICES": ""}
@@ -37,15 +37,6 @@ RAY = Path(sys.executable).with_name("ray")
 def hrm(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hrm_tui", *args], capture_output=True, text=True, cwd=ROOT,
                           env=ENV, timeout=180)
-
-
-def wait(what: str, predicate, timeout: float) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise SystemExit(f"error: {what}: not within {timeout:.0f} s")
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def start_head(temp: str) -> str:
