@@ -52,16 +52,21 @@ def start_head(temp: str) -> str:
     return f"127.0.0.1:{port}"
 
 
-def session_pids(temp: str) -> list[int]:
-    """The processes of the Ray session under ``temp``: those with its folder in their command line or
-    environment, and their descendants (Ray's agents rename themselves)."""
+def session_pids(temp: str, port: str) -> list[int]:
+    """The processes of the Ray session under ``temp`` whose head listens on ``port``: those with its folder in
+    their command line or environment, or its GCS port as their ``--address`` (Ray's client server), and
+    their descendants (Ray's agents rename themselves)."""
     found, parent = set(), {}
+    gcs = f":{port}".encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if temp.encode() in (proc / "cmdline").read_bytes() or temp.encode() in (proc / "environ").read_bytes():
+            argv = (proc / "cmdline").read_bytes()
+            by_address = b"ray" in argv and any(a.startswith(b"--address=") and a.endswith(gcs)
+                                                 for a in argv.split(b"\0"))
+            if temp.encode() in argv or by_address or temp.encode() in (proc / "environ").read_bytes():
                 found.add(int(proc.name))
         except OSError:
             continue
@@ -73,8 +78,8 @@ def session_pids(temp: str) -> list[int]:
     return sorted(found)
 
 
-def stop_head(temp: str) -> None:
-    pids = session_pids(temp)  # all of them first: once the raylet is gone, its children are orphans
+def stop_head(temp: str, address: str) -> None:
+    pids = session_pids(temp, address.rpartition(":")[2])  # all of them first: once the raylet is gone, its children are orphans
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:
@@ -156,7 +161,7 @@ def main() -> int:
             scheduler.wait(30)
     finally:
         if temp:
-            stop_head(temp)
+            stop_head(temp, address)
     print(f"registry {getattr(db, 'safe_url', url)}, Ray at {address}\n")
     print_endings(db, {label: run(label) for label in runs}, "Ray actor", "state", timings + baseline)
     print(f"ray / local (queue -> completed): {baseline[1][1] / baseline[0][1]:.2f} x")
